@@ -1,0 +1,1 @@
+"""Market data sources: Alpaca (hourly bars) and Yahoo (daily macro series)."""
