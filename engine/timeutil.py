@@ -25,7 +25,8 @@ def to_utc_us(index: pd.Index | pd.Series, naive_tz: str | None = UTC) -> pd.Dat
         if naive_tz is None:
             raise ValueError("timestamps have no time zone; say which one they are in")
         idx = idx.tz_localize(naive_tz, ambiguous="raise", nonexistent="raise")
-    return idx.tz_convert(UTC).as_unit("us")
+    # freq is dropped: it is metadata that survives some paths and not others (Parquet round trips)
+    return pd.DatetimeIndex(idx.tz_convert(UTC).as_unit("us"), freq=None)
 
 
 def utc_now() -> pd.Timestamp:

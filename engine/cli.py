@@ -1,0 +1,278 @@
+"""``ploutos``: the engine's command line. The control panel launches these same commands.
+
+Errors the user can fix print as one line (``ploutos: error: ...``) with exit status 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from engine import __version__
+from engine.errors import PloutosError
+
+DEFAULT_DEMO_DIR = Path("data/demo")
+
+
+def _dataset_demo(args: argparse.Namespace) -> int:
+    from engine.demo import write_demo
+
+    kwargs = {}
+    if args.tickers:
+        from engine.store import parse_symbols
+
+        kwargs["tickers"] = tuple(parse_symbols(args.tickers))
+    for key in ("start", "end", "seed"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    manifest = write_demo(args.out, **kwargs)
+    rows = sum(e.rows for e in manifest.tickers.values())
+    print(
+        f"demo dataset written to {args.out}: {len(manifest.tickers)} tickers, "
+        f"{rows} hourly bars, {len(manifest.macro)} macro series"
+    )
+    return 0
+
+
+def _dataset_check(args: argparse.Namespace) -> int:
+    from engine.check import check_dataset
+
+    report = check_dataset(args.dir, max_missing_regular_pct=args.max_missing_pct)
+    print(report.format_text())
+    return 0 if report.ok else 1
+
+
+def _dataset_build(args: argparse.Namespace) -> int:
+    from engine.config import load_config
+    from engine.store import parse_symbols
+    from engine.timeutil import parse_utc
+
+    cfg = load_config(args.config) if args.config else None
+    cfg_data = cfg.data if cfg else None
+    tickers = (
+        parse_symbols(args.tickers) if args.tickers else (cfg_data.tickers if cfg_data else None)
+    )
+    if not tickers:
+        raise PloutosError(
+            "no tickers: pass --tickers AAPL,MSFT,... or --config with a data.tickers list"
+        )
+    start = args.start or (str(cfg_data.start) if cfg_data else None)
+    if start is None:
+        raise PloutosError("no start date: pass --start 2019-01-01 or --config with data.start")
+    end = args.end or (str(cfg_data.end) if cfg_data and cfg_data.end else None)
+    macro = parse_symbols(args.macro) if args.macro else (cfg_data.macro if cfg_data else [])
+    out = args.out or (cfg.dataset_path if cfg else None)
+    if out is None:
+        raise PloutosError("no output folder: pass --out data/dataset_v8/")
+    source = args.source or (cfg_data.source if cfg_data else "alpaca")
+    start_ts, end_ts = parse_utc(start), (parse_utc(end) if end else None)
+
+    from engine.sources import yahoo
+
+    if source == "yahoo":
+        yahoo.check_yahoo_range(args.timeframe, start_ts)
+        from engine.builder import build_yahoo
+
+        manifest = build_yahoo(
+            out,
+            tickers,
+            start_ts,
+            end_ts,
+            interval=args.timeframe,
+            macro_symbols=macro,
+            progress=_print_progress,
+        )
+    elif source == "alpaca":
+        from engine.builder import build_alpaca
+
+        manifest = build_alpaca(
+            out,
+            tickers,
+            start_ts,
+            end_ts,
+            feed=args.feed or (cfg_data.feed if cfg_data else "iex"),
+            adjustment=args.adjustment or (cfg_data.adjustment if cfg_data else "raw"),
+            update=args.update,
+            macro_symbols=macro,
+            macro_fetcher=yahoo.fetch_macro if macro else None,
+            progress=_print_progress,
+        )
+    else:
+        raise PloutosError(
+            f"--source {source}: use alpaca or yahoo (CSV files go through `dataset import`)"
+        )
+    rows = sum(e.rows for e in manifest.tickers.values())
+    print(
+        f"dataset {out}: {len(manifest.tickers)} tickers, {rows} bars, {len(manifest.macro)} macro series"
+    )
+    return 0
+
+
+def _print_progress(event: object) -> None:
+    print(f"  {event}", file=sys.stderr, flush=True)
+
+
+def _dataset_import(args: argparse.Namespace) -> int:
+    from engine.csvio import import_csv
+
+    manifest = import_csv(args.files, args.out, tz=args.tz, symbol=args.symbol)
+    print(
+        f"imported {len(args.files)} file(s) into {args.out}: tickers {', '.join(manifest.tickers)}"
+    )
+    return 0
+
+
+def _dataset_export(args: argparse.Namespace) -> int:
+    from engine.csvio import export_csv
+
+    written = export_csv(args.dir, args.out)
+    print(f"wrote {len(written)} CSV file(s) under {args.out}")
+    return 0
+
+
+def _dataset_info(args: argparse.Namespace) -> int:
+    from engine.store import load_manifest
+
+    manifest = load_manifest(args.dir)
+    print(manifest.model_dump_json(indent=2))
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from engine.config import load_config
+
+    cfg = load_config(args.file)
+    print(f"{args.file}: valid")
+    if args.json:
+        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def _threads(args: argparse.Namespace) -> int:
+    from engine import threads
+
+    if args.shell:
+        print(threads.shell_exports(args.n))
+        return 0
+    limits = threads.thread_limits()
+    print(
+        json.dumps(
+            {
+                "usable_cpus": threads.usable_cpus(),
+                "ulimit_u": limits.ulimit_u,
+                "pids_max": limits.pids_max,
+                "threads_max": limits.threads_max,
+                "tightest_thread_limit": limits.tightest,
+                "sanitized": {name: "1" for name in threads.THREAD_VARS},
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ploutos", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ploutos {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dataset = sub.add_parser("dataset", help="build, import, export and check datasets")
+    dsub = dataset.add_subparsers(dest="dataset_command", required=True)
+
+    demo = dsub.add_parser("demo", help="write the embedded synthetic demo dataset (no network)")
+    demo.add_argument("--out", type=Path, default=DEFAULT_DEMO_DIR)
+    demo.add_argument("--tickers", help="comma-separated synthetic ticker names")
+    demo.add_argument("--start")
+    demo.add_argument("--end")
+    demo.add_argument("--seed", type=int)
+    demo.set_defaults(func=_dataset_demo)
+
+    build = dsub.add_parser("build", help="download hourly bars (Alpaca) and macro series (Yahoo)")
+    build.add_argument("--source", choices=["alpaca", "yahoo"])
+    build.add_argument("--tickers", help="comma-separated, e.g. AAPL,MSFT")
+    build.add_argument("--start", help="first date, e.g. 2019-01-01 (UTC)")
+    build.add_argument("--end", help="end date (exclusive); default now")
+    build.add_argument("--timeframe", default="1h", choices=["1h"])
+    build.add_argument("--out", type=Path)
+    build.add_argument("--feed", choices=["iex", "sip"], help="Alpaca feed (default iex)")
+    build.add_argument("--adjustment", choices=["raw", "split", "dividend", "all"])
+    build.add_argument("--macro", help="comma-separated Yahoo symbols, e.g. ^VIX,^TNX,DX-Y.NYB,SPY")
+    build.add_argument(
+        "--update", action="store_true", help="only fetch bars after the last stored one"
+    )
+    build.add_argument(
+        "--config", type=Path, help="take defaults from a training config's data: section"
+    )
+    build.set_defaults(func=_dataset_build)
+
+    imp = dsub.add_parser("import", help="import OHLCV CSV files into a dataset folder")
+    imp.add_argument("files", nargs="+", type=Path)
+    imp.add_argument("--out", type=Path, required=True)
+    imp.add_argument("--tz", help="time zone of naive timestamps, e.g. UTC or America/New_York")
+    imp.add_argument("--symbol", help="ticker of a single file (default: from the file name)")
+    imp.set_defaults(func=_dataset_import)
+
+    exp = dsub.add_parser("export", help="export a dataset as CSV files")
+    exp.add_argument("dir", type=Path)
+    exp.add_argument(
+        "--csv", action="store_true", required=True, help="CSV (the only export format)"
+    )
+    exp.add_argument("--out", type=Path, required=True)
+    exp.set_defaults(func=_dataset_export)
+
+    check = dsub.add_parser("check", help="validate a dataset against the NYSE calendar")
+    check.add_argument("dir", type=Path)
+    check.add_argument(
+        "--max-missing-pct",
+        type=float,
+        default=0.0,
+        help="tolerated missing regular-session bars (%%)",
+    )
+    check.set_defaults(func=_dataset_check)
+
+    info = dsub.add_parser("info", help="print a dataset's manifest")
+    info.add_argument("dir", type=Path)
+    info.set_defaults(func=_dataset_info)
+
+    config = sub.add_parser("config", help="validate configuration files")
+    csub = config.add_subparsers(dest="config_command", required=True)
+    ccheck = csub.add_parser("check", help="validate a training config YAML")
+    ccheck.add_argument("file", type=Path)
+    ccheck.add_argument("--json", action="store_true", help="print the resolved config")
+    ccheck.set_defaults(func=_config_check)
+
+    thr = sub.add_parser(
+        "threads", help="usable CPUs, thread limits and the sanitized BLAS settings"
+    )
+    thr.add_argument("--shell", action="store_true", help="print export lines for a shell script")
+    thr.add_argument("-n", type=int, default=1, help="threads per BLAS/OpenMP pool (default 1)")
+    thr.set_defaults(func=_threads)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except PloutosError as err:
+        if args.debug:
+            raise
+        print(f"ploutos: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(
+            "ploutos: interrupted; finished files are kept, rerun the command to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Training configuration: YAML files in ``config/``, validated before anything starts.
+
+An unknown key, a wrong type or an impossible combination is one ``ConfigError`` line naming the
+file, the dotted key and its line, e.g.
+``config/demo.yaml:12: key 'training.ent_coef': Input should be a valid number``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the bars come from (``ploutos dataset build --config`` reads this section)."""
+
+    source: Literal["alpaca", "yahoo", "csv-import", "synthetic-demo"] = "alpaca"
+    tickers: list[str] = Field(min_length=1)
+    start: dt.date
+    end: dt.date | None = None
+    timeframe: Literal["1h"] = "1h"
+    feed: Literal["iex", "sip"] = "iex"
+    adjustment: Literal["raw", "split", "dividend", "all"] = "all"
+    macro: list[str] = Field(default_factory=list)
+    macro_interval: Literal["1d"] = "1d"
+
+    @field_validator("tickers", "macro")
+    @classmethod
+    def _upper(cls, values: list[str]) -> list[str]:
+        return [v.strip().upper() for v in values]
+
+    @model_validator(mode="after")
+    def _range(self) -> DataConfig:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError(f"end {self.end} must be after start {self.start}")
+        return self
+
+
+class EnvConfig(_Strict):
+    """Trading costs and episode shape, in basis points and bars."""
+
+    commission_bps: float = Field(default=1.0, ge=0)
+    slippage_bps: float = Field(default=2.0, ge=0)
+    episode_length: int = Field(default=1024, gt=0)
+    lookback: int = Field(default=1, ge=1)
+
+
+class TrainingConfig(_Strict):
+    """Agent and ensemble; the seed's lessons are the defaults (wide-shallow net, low entropy)."""
+
+    algorithm: Literal["ppo", "recurrent_ppo"] = "recurrent_ppo"
+    net_arch: list[int] = Field(default_factory=lambda: [512, 512, 512], min_length=1)
+    ent_coef: float = Field(default=0.01, ge=0)
+    learning_rate: float = Field(default=3e-4, gt=0)
+    gamma: float = Field(default=0.99, gt=0, le=1)
+    total_timesteps: int = Field(default=2_000_000, gt=0)
+    ensemble: int = Field(default=5, ge=1)
+    seed: int = 0
+
+
+class WalkForwardConfig(_Strict):
+    train_years: float = Field(default=5, gt=0)
+    embargo_days: int = Field(default=5, ge=0)
+    test_months: int = Field(default=6, gt=0)
+    step_months: int = Field(default=6, gt=0)
+    expanding: bool = False
+
+
+class MonteCarloConfig(_Strict):
+    simulations: int = Field(default=1000, gt=0)
+    mean_block_bars: int = Field(default=48, gt=0)
+    cost_jitter: float = Field(default=0.5, ge=0)
+
+
+class PloutosConfig(_Strict):
+    """One training configuration file."""
+
+    dataset_path: Path
+    data: DataConfig | None = None
+    features: dict[str, Any] = Field(default_factory=dict)
+    env: EnvConfig = EnvConfig()
+    training: TrainingConfig = TrainingConfig()
+    walk_forward: WalkForwardConfig = WalkForwardConfig()
+    monte_carlo: MonteCarloConfig = MonteCarloConfig()
+    hardware_profile: str = "auto"
+
+
+def load_config(path: str | Path) -> PloutosConfig:
+    """Read and validate a YAML config; relative ``dataset_path`` is resolved against the cwd."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    try:
+        raw = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    try:
+        return PloutosConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_describe(path, node, err)) from None
+
+
+def _describe(path: Path, node: yaml.Node | None, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    line = _line_of(node, loc)
+    where = f"{path}:{line}" if line else str(path)
+    if first["type"] == "extra_forbidden":
+        return f"{where}: unknown key {key!r}; remove it or check its spelling"
+    if first["type"] == "missing":
+        return f"{where}: missing required key {key!r}"
+    got = first.get("input")
+    shown = f" (got {got!r})" if isinstance(got, str | int | float | bool) else ""
+    return f"{where}: key {key!r}: {first['msg']}{shown}"
+
+
+def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
+    """1-based line of the deepest YAML node on ``loc`` that exists."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((kv for kv in node.value if kv[0].value == str(part)), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

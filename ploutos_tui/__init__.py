@@ -1,0 +1,1 @@
+"""Ploutos control panel (Textual). Imports the engine; the engine never imports this package."""
