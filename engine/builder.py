@@ -1,0 +1,498 @@
+"""Resumable, chunked dataset builds (Alpaca hourly bars, optional daily macro series).
+
+A build downloads each ticker in chunks (calendar years by default). After every finished chunk
+the ticker's Parquet file is rewritten atomically with the chunk merged in, and the manifest is
+saved with that ticker's ``fetched_until`` set to the chunk's end. A build that is killed resumes,
+when run again with the same arguments, after the last finished chunk; a range already covered
+downloads nothing. ``update=True`` fetches only what is newer than the stored data.
+
+Coverage of a ticker is the contiguous interval ``[fetched_from, fetched_until)`` that has been
+downloaded (bars may be absent inside it: nights, holidays, before a listing).
+``fetched_until`` lives in the ticker's manifest entry; ``fetched_from`` in
+``manifest.params["fetched_from"]``. A request that starts earlier than the coverage is
+downloaded backwards, newest chunk first, so the coverage stays contiguous after every chunk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from engine.errors import ConfigError, DataError
+from engine.sources import alpaca
+from engine.store import (
+    Manifest,
+    SeriesEntry,
+    SeriesKind,
+    normalize_bars,
+    open_out_folder,
+    parse_symbols,
+    read_series,
+    save_manifest,
+    series_path,
+    write_series,
+)
+from engine.timeutil import parse_utc, utc_now
+
+TIMEFRAME = "1h"
+SOURCE_ALPACA = "alpaca"
+
+# (symbol, start, end) -> store-schema frame; ``engine.sources.yahoo.fetch_macro`` fits.
+MacroFetcher = Callable[[str, pd.Timestamp, pd.Timestamp], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    """One finished download step, passed to the ``progress`` callback.
+
+    ``kind`` is ``"bars"`` (one chunk of one ticker) or ``"macro"`` (one macro series);
+    ``start``/``end`` are the step's UTC range (end exclusive); ``rows`` the rows received;
+    ``done``/``total`` count steps over the whole build.
+    """
+
+    kind: SeriesKind
+    ticker: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    rows: int
+    done: int
+    total: int
+
+    def __str__(self) -> str:
+        span = f"{self.start:%Y-%m-%d %H:%M}..{self.end:%Y-%m-%d %H:%M} UTC"
+        what = "bars" if self.kind == "bars" else "rows (macro)"
+        return f"[{self.done}/{self.total}] {self.ticker} {span}: {self.rows} {what}"
+
+
+def plan_chunks(
+    start: pd.Timestamp, end: pd.Timestamp, chunk: str = "1Y"
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Split ``[start, end)`` into consecutive chunks.
+
+    ``chunk`` is ``"<n>Y"`` (calendar years: boundaries on 1 January 00:00 UTC) or a pandas
+    timedelta such as ``"365D"`` (fixed lengths from ``start``). Boundaries depend only on
+    ``start`` and ``chunk``, so a resumed build (starting at a boundary) re-plans the same chunks.
+    """
+    start, end = parse_utc(start), parse_utc(end)
+    if end <= start:
+        return []
+    years, step = _parse_chunk(chunk)
+    out = []
+    lo = start
+    while lo < end:
+        if years:
+            hi = pd.Timestamp(year=lo.year + years, month=1, day=1, tz="UTC").as_unit("us")
+        else:
+            hi = lo + step
+        hi = min(hi, end)
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def _parse_chunk(chunk: str) -> tuple[int, pd.Timedelta]:
+    match = re.fullmatch(r"\s*(\d+)\s*[Yy]\s*", chunk)
+    if match:
+        years = int(match.group(1))
+        if years >= 1:
+            return years, pd.Timedelta(0)
+    else:
+        try:
+            step = pd.Timedelta(chunk)
+        except ValueError:
+            step = pd.Timedelta(0)
+        if step >= alpaca.BAR:
+            return 0, step
+    raise ConfigError(
+        f"chunk {chunk!r}: use calendar years like '1Y' or a length of at least 1h like '365D'"
+    )
+
+
+def _floor_hour(ts: pd.Timestamp) -> pd.Timestamp:
+    return ts.floor("h")
+
+
+def _iso(ts: pd.Timestamp | None) -> str | None:
+    return None if ts is None else ts.isoformat()
+
+
+@dataclass
+class _Step:
+    kind: SeriesKind
+    symbol: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    # Coverage after this step completes.
+    covered_from: pd.Timestamp
+    covered_until: pd.Timestamp
+
+
+def _coverage_steps(
+    symbol: str,
+    want_from: pd.Timestamp,
+    want_until: pd.Timestamp,
+    have: tuple[pd.Timestamp, pd.Timestamp] | None,
+    chunk: str,
+) -> list[_Step]:
+    """Chunks that extend coverage ``have`` to include ``[want_from, want_until)``, contiguously."""
+    if have is None:
+        steps = []
+        for lo, hi in plan_chunks(want_from, want_until, chunk):
+            steps.append(_Step("bars", symbol, lo, hi, want_from, hi))
+        return steps
+    have_from, have_until = have
+    steps = []
+    # Backwards first (newest chunk first), so [covered_from, have_until) never has a hole.
+    if want_from < have_from:
+        for lo, hi in reversed(plan_chunks(want_from, have_from, chunk)):
+            steps.append(_Step("bars", symbol, lo, hi, lo, have_until))
+    low = min(want_from, have_from)
+    if want_until > have_until:
+        for lo, hi in plan_chunks(have_until, want_until, chunk):
+            steps.append(_Step("bars", symbol, lo, hi, low, hi))
+    return steps
+
+
+def _stored_coverage(
+    manifest: Manifest, symbol: str, kind: SeriesKind
+) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    entries = manifest.tickers if kind == "bars" else manifest.macro
+    entry = entries.get(symbol)
+    if entry is None:
+        return None
+    until = entry.fetched_until
+    if until is None:  # written by something that does not track downloads (e.g. an import)
+        if entry.last is None:
+            return None
+        until = pd.Timestamp(entry.last) + (alpaca.BAR if kind == "bars" else pd.Timedelta(days=1))
+    froms = manifest.params.get(_from_key(kind), {})
+    raw_from = froms.get(symbol) if isinstance(froms, dict) else None
+    first = raw_from if raw_from is not None else entry.first
+    if first is None:
+        return None
+    return parse_utc(first), parse_utc(until)
+
+
+def _from_key(kind: SeriesKind) -> str:
+    return "fetched_from" if kind == "bars" else "macro_fetched_from"
+
+
+def _record_from(manifest: Manifest, kind: SeriesKind, symbol: str, ts: pd.Timestamp) -> None:
+    froms = manifest.params.get(_from_key(kind))
+    froms = dict(froms) if isinstance(froms, dict) else {}
+    froms[symbol] = _iso(ts)
+    manifest.params[_from_key(kind)] = froms
+
+
+def _load_existing(root: Path, manifest: Manifest, symbol: str, kind: SeriesKind) -> pd.DataFrame:
+    """The stored series to merge into; a file the manifest does not list is ignored (a build
+    killed before its first chunk was recorded) and will be overwritten."""
+    entries = manifest.tickers if kind == "bars" else manifest.macro
+    if symbol in entries and series_path(root, symbol, kind).exists():
+        return read_series(root, symbol, kind)
+    return pd.DataFrame()  # no columns: the first download decides them (Alpaca 7, Yahoo 5)
+
+
+def _merge(old: pd.DataFrame, new: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Union of two store-schema frames; on equal timestamps the newer download wins."""
+    if old.empty and len(old.columns) == 0:
+        return normalize_bars(new, where=where, sort=True)
+    if new.empty:
+        return old
+    both = pd.concat([old, new])
+    return normalize_bars(both, where=where, sort=True)
+
+
+def build_alpaca(
+    out: str | Path,
+    tickers: Sequence[str] | str | None,
+    start: pd.Timestamp | str | None = None,
+    end: pd.Timestamp | str | None = None,
+    *,
+    feed: str = "iex",
+    adjustment: str = "raw",
+    update: bool = False,
+    chunk: str = "1Y",
+    base_url: str | None = None,
+    progress: Callable[[BuildProgress], None] | None = None,
+    client_factory: Callable[[], alpaca.AlpacaBars] | None = None,
+    macro_symbols: Sequence[str] | None = None,
+    macro_fetcher: MacroFetcher | None = None,
+    macro_source: str = "yahoo",
+    now: pd.Timestamp | str | None = None,
+) -> Manifest:
+    """Download hourly Alpaca bars for ``tickers`` into the dataset folder ``out``; return its manifest.
+
+    ``start``/``end`` are UTC (naive read as UTC); ``end`` is exclusive and defaults to ``now``,
+    floored to the hour (and, for SIP, at least 16 minutes back) so every stored bar is complete.
+    A folder holding a different dataset (source, timeframe, feed, adjustment) is refused. Without
+    ``update`` the stored coverage is extended to ``[start, end)``: a rerun resumes after the last
+    finished chunk and a covered range downloads nothing. With ``update`` stored tickers fetch
+    only after their coverage (``start`` is then needed only for new tickers; ``tickers=None``
+    means the stored ones). ``chunk``: ``"1Y"`` calendar years or e.g. ``"365D"``.
+    ``client_factory`` returns an :class:`~engine.sources.alpaca.AlpacaBars` (default: keys from
+    the environment, ``base_url``). ``macro_fetcher(symbol, start, end)`` returns a store-schema
+    frame for each of ``macro_symbols``, stored under ``macro/`` (``macro_source`` names it).
+    ``progress`` receives a :class:`BuildProgress` after every finished step; an exception it
+    raises stops the build, which a rerun resumes. ``now`` fixes the clock (tests, reproducible
+    builds).
+    """
+    alpaca.check_feed(feed)
+    alpaca.check_adjustment(adjustment)
+    _parse_chunk(chunk)
+    now_ts = utc_now() if now is None else parse_utc(now)
+    limit = min(parse_utc(end), now_ts) if end is not None else now_ts
+    limit = _floor_hour(alpaca.clamp_end(limit, feed, now_ts))
+    identity: dict[str, object] = {
+        "source": SOURCE_ALPACA,
+        "timeframe": TIMEFRAME,
+        "feed": feed,
+        "adjustment": adjustment,
+    }
+    client: list[alpaca.AlpacaBars] = []
+
+    def fetch(symbol: str, lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
+        if not client:  # created on first use: a build with nothing to fetch needs no keys
+            client.append(
+                client_factory()
+                if client_factory is not None
+                else alpaca.make_client(base_url=base_url)
+            )
+        return client[0].fetch_bars(symbol, lo, hi, feed=feed, adjustment=adjustment, now=now_ts)
+
+    return _build(
+        Path(out),
+        identity,
+        tickers,
+        start,
+        end,
+        limit,
+        fetch_bars=fetch,
+        update=update,
+        chunk=chunk,
+        refetch_last=False,
+        progress=progress,
+        macro_symbols=macro_symbols,
+        macro_fetcher=macro_fetcher,
+        macro_source=macro_source,
+    )
+
+
+def build_yahoo(
+    out: str | Path,
+    tickers: Sequence[str] | str | None,
+    start: pd.Timestamp | str | None = None,
+    end: pd.Timestamp | str | None = None,
+    *,
+    interval: str = "1h",
+    update: bool = False,
+    chunk: str = "365D",
+    progress: Callable[[BuildProgress], None] | None = None,
+    fetcher: Callable[[str, pd.Timestamp, pd.Timestamp], pd.DataFrame] | None = None,
+    macro_symbols: Sequence[str] | None = None,
+    macro_fetcher: MacroFetcher | None = None,
+    now: pd.Timestamp | str | None = None,
+) -> Manifest:
+    """Yahoo price bars (``interval``, default ``1h``: last 730 days only) into ``out``.
+
+    Same folder rules, chunks, resume and ``update`` as :func:`build_alpaca`; Yahoo's ``1h`` bars
+    start at :30 and yfinance's ``auto_adjust=True`` adjusts for splits and dividends, recorded as
+    ``adjustment="all"``. Yahoo may hand back a still-forming last row, so ``update`` refetches
+    from the last stored row. ``fetcher(symbol, start, end)`` defaults to
+    ``engine.sources.yahoo.fetch_bars`` (imported lazily); ``macro_fetcher`` to its
+    ``fetch_macro`` when ``macro_symbols`` are given.
+    """
+    _parse_chunk(chunk)
+    now_ts = utc_now() if now is None else parse_utc(now)
+    limit = min(parse_utc(end), now_ts) if end is not None else now_ts
+    if fetcher is None or (macro_symbols and macro_fetcher is None):
+        from engine.sources import yahoo  # lazy: yfinance is slow to import
+
+        if fetcher is None:
+
+            def fetcher(symbol: str, lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
+                return yahoo.fetch_bars(symbol, lo, hi, interval=interval)
+
+        if macro_symbols and macro_fetcher is None:
+            macro_fetcher = yahoo.fetch_macro
+    identity: dict[str, object] = {
+        "source": "yahoo",
+        "timeframe": interval,
+        "feed": None,
+        "adjustment": "all",
+    }
+    return _build(
+        Path(out),
+        identity,
+        tickers,
+        start,
+        end,
+        limit,
+        fetch_bars=fetcher,
+        update=update,
+        chunk=chunk,
+        refetch_last=True,
+        progress=progress,
+        macro_symbols=macro_symbols,
+        macro_fetcher=macro_fetcher,
+        macro_source="yahoo",
+    )
+
+
+def _build(
+    root: Path,
+    identity: dict[str, object],
+    tickers: Sequence[str] | str | None,
+    start: pd.Timestamp | str | None,
+    end: pd.Timestamp | str | None,
+    limit: pd.Timestamp,
+    *,
+    fetch_bars: Callable[[str, pd.Timestamp, pd.Timestamp], pd.DataFrame],
+    update: bool,
+    chunk: str,
+    refetch_last: bool,
+    progress: Callable[[BuildProgress], None] | None,
+    macro_symbols: Sequence[str] | None,
+    macro_fetcher: MacroFetcher | None,
+    macro_source: str,
+) -> Manifest:
+    """Plan the missing chunks of every series in ``root``, then download and store them one by
+    one, saving the manifest after each (see the module docs)."""
+    source = str(identity["source"])
+    manifest = open_out_folder(root, identity, source)
+
+    start_ts = parse_utc(start) if start is not None else None
+    if start_ts is None and isinstance(manifest.params.get("start"), str):
+        start_ts = parse_utc(manifest.params["start"])  # an update reuses the first request
+    if start_ts is not None and start_ts >= limit and not update:
+        raise DataError(
+            f"start {start_ts} is not before end {limit} (end is exclusive, at most now): "
+            "pass an earlier --start or a later --end"
+        )
+
+    if tickers is None or (isinstance(tickers, (list, tuple)) and not tickers):
+        if not (update and manifest.tickers):
+            raise DataError("no tickers given: pass --tickers AAPL,MSFT,...")
+        symbols = list(manifest.tickers)
+    else:
+        symbols = parse_symbols(tickers)
+
+    macro_list = parse_symbols(macro_symbols) if macro_symbols else []
+    if macro_fetcher is not None and not macro_list and update:
+        macro_list = list(manifest.macro)
+    if macro_list and macro_fetcher is None:
+        raise ConfigError(
+            f"macro symbols {', '.join(macro_list)} given without a macro source to fetch them"
+        )
+
+    steps: list[_Step] = []
+    for symbol in symbols:
+        have = _stored_coverage(manifest, symbol, "bars")
+        if update and have is not None:
+            want_from = have[0]  # never backfill in an update
+            last = manifest.tickers[symbol].last
+            if refetch_last and last is not None:
+                have = (have[0], min(have[1], parse_utc(last)))
+        elif start_ts is None:
+            raise DataError(f"{symbol}: no stored data to update and no start: pass --start")
+        else:
+            want_from = start_ts
+        steps.extend(_coverage_steps(symbol, want_from, limit, have, chunk))
+    for symbol in macro_list:
+        step = _macro_step(manifest, symbol, start_ts, limit, update)
+        if step is not None:
+            steps.append(step)
+
+    manifest.params.update(
+        {
+            "start": _iso(start_ts),
+            "end": _iso(parse_utc(end)) if end is not None else None,
+            "end_effective": _iso(limit),
+            "chunk": chunk,
+        }
+    )
+    if macro_list:
+        manifest.macro_source = macro_source
+    if not steps:
+        save_manifest(root, manifest)
+        return manifest
+    # Not saved before the first chunk on purpose: a fresh folder whose first request fails
+    # (wrong keys, a feed the plan lacks) stays empty, so a corrected rerun is not refused as
+    # "a different dataset".
+    return _execute(root, manifest, steps, fetch_bars, macro_fetcher, progress)
+
+
+def _execute(
+    root: Path,
+    manifest: Manifest,
+    steps: list[_Step],
+    fetch_bars: Callable[[str, pd.Timestamp, pd.Timestamp], pd.DataFrame],
+    macro_fetcher: MacroFetcher | None,
+    progress: Callable[[BuildProgress], None] | None,
+) -> Manifest:
+    frames: dict[tuple[SeriesKind, str], pd.DataFrame] = {}
+    for done, step in enumerate(steps, start=1):
+        key = (step.kind, step.symbol)
+        if key not in frames:
+            frames[key] = _load_existing(root, manifest, step.symbol, step.kind)
+        where = f"{step.kind} {step.symbol}"
+        fetch = fetch_bars if step.kind == "bars" else macro_fetcher
+        assert fetch is not None
+        new = normalize_bars(fetch(step.symbol, step.start, step.end), where=where, sort=True)
+        merged = _merge(frames[key], new, where)
+        frames[key] = merged
+        entry: SeriesEntry = write_series(
+            root, step.symbol, merged, step.kind, fetched_until=step.covered_until
+        )
+        if step.kind == "bars":
+            manifest.tickers[step.symbol] = entry
+        else:
+            manifest.macro[step.symbol] = entry
+        _record_from(manifest, step.kind, step.symbol, step.covered_from)
+        save_manifest(root, manifest)
+        if progress is not None:
+            progress(
+                BuildProgress(
+                    kind=step.kind,
+                    ticker=step.symbol,
+                    start=step.start,
+                    end=step.end,
+                    rows=len(new),
+                    done=done,
+                    total=len(steps),
+                )
+            )
+    return manifest
+
+
+def _macro_step(
+    manifest: Manifest,
+    symbol: str,
+    start: pd.Timestamp | None,
+    limit: pd.Timestamp,
+    update: bool,
+) -> _Step | None:
+    """One download for a macro series (daily data is small: a single request, no chunks)."""
+    have = _stored_coverage(manifest, symbol, "macro")
+    if have is None:
+        if start is None:
+            raise DataError(f"macro {symbol}: no stored data and no start: pass --start")
+        return _Step("macro", symbol, start, limit, start, limit)
+    have_from, have_until = have
+    entry = manifest.macro[symbol]
+    if update:
+        # Refetch from the last stored row: a daily value fetched during its own day was partial.
+        lo = parse_utc(entry.last) if entry.last is not None else have_until
+        lo = min(lo, have_until)
+        if limit <= lo:
+            return None
+        return _Step("macro", symbol, lo, limit, have_from, max(limit, have_until))
+    want_from = start if start is not None else have_from
+    if want_from >= have_from and limit <= have_until:
+        return None
+    lo, hi = min(want_from, have_from), max(limit, have_until)
+    return _Step("macro", symbol, lo, hi, lo, hi)
