@@ -175,6 +175,24 @@ def _threads(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_env(args: argparse.Namespace) -> int:
+    """Features (ours cold/warm vs ta) and env throughput over the real memory-mapped features."""
+    from engine.bench_env import bench_env_steps
+    from engine.bench_features import bench_features
+    from engine.features import load_or_build_features
+
+    result: dict[str, object] = {"dataset": str(args.dir)}
+    result.update(bench_features(args.dir, repeats=args.repeats))
+    fs = load_or_build_features(args.dir)
+    result["env_arrays"] = {
+        "features_shape": list(fs.features.shape),
+        "memory_mapped": type(fs.features).__name__ == "memmap",
+    }
+    result.update(bench_env_steps(fs.features, fs.prices, seconds=args.seconds))
+    print(json.dumps(result, indent=2 if not args.json else None, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ploutos", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"ploutos {__version__}")
@@ -245,6 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
     ccheck.add_argument("file", type=Path)
     ccheck.add_argument("--json", action="store_true", help="print the resolved config")
     ccheck.set_defaults(func=_config_check)
+
+    bench = sub.add_parser(
+        "bench", help="benchmarks that print JSON, comparisons measured side by side"
+    )
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    benv = bsub.add_parser("env", help="feature precompute (vs ta) and environment steps/s")
+    benv.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("data/bench"),
+        help="15 x 50,000-bar dataset (made if absent)",
+    )
+    benv.add_argument("--json", action="store_true", help="one-line JSON (default: indented)")
+    benv.add_argument("--repeats", type=int, default=3)
+    benv.add_argument("--seconds", type=float, default=0.5, help="time per throughput measurement")
+    benv.set_defaults(func=_bench_env)
 
     thr = sub.add_parser(
         "threads", help="usable CPUs, thread limits and the sanitized BLAS settings"

@@ -529,22 +529,15 @@ def _ticker_job(name: str, source: pd.DataFrame | str, cfg: FeatureConfig) -> _T
 def _init_worker() -> None:
     # Workers only run element-wise NumPy, but a BLAS pool of one thread per host core per worker
     # is how the old code ran out of threads: cap every pool before anything can start one.
-    try:
-        from engine.threads import apply_in_process
+    from engine.threads import apply_in_process
 
-        apply_in_process(1)
-    except ImportError:  # pragma: no cover - threads.py is part of the engine
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ[name] = "1"
+    apply_in_process(1)
 
 
 def _usable_cpus() -> int:
-    try:
-        from engine.threads import usable_cpus
+    from engine.threads import usable_cpus
 
-        return usable_cpus()
-    except ImportError:  # pragma: no cover
-        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    return usable_cpus()
 
 
 def _mp_context() -> mp.context.BaseContext:
