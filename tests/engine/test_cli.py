@@ -1,0 +1,99 @@
+"""The command line as users meet it: exit codes and one-line errors, no tracebacks."""
+
+import subprocess
+import sys
+
+import pytest
+
+from engine.cli import main
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("ploutos: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_demo_then_check_pass_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert (
+        main(["dataset", "demo", "--out", str(out), "--start", "2024-01-01", "--end", "2024-03-31"])
+        == 0
+    )
+    assert main(["dataset", "check", str(out)]) == 0
+    assert "demo dataset written" in capsys.readouterr().out
+
+
+def test_check_fails_with_exit_1_on_a_tampered_dataset(tmp_path, capsys):
+    out = tmp_path / "demo"
+    main(["dataset", "demo", "--out", str(out), "--start", "2024-01-01", "--end", "2024-01-31"])
+    with open(out / "SYNA.parquet", "ab") as fh:
+        fh.write(b"junk")
+    assert main(["dataset", "check", str(out)]) == 1
+    assert "SYNA" in capsys.readouterr().out
+
+
+def test_hourly_yahoo_beyond_730_days_fails_before_any_download(tmp_path, capsys, monkeypatch):
+    import yfinance
+
+    monkeypatch.setattr(yfinance, "Ticker", lambda *a, **k: pytest.fail("yfinance was called"))
+    code = main(
+        [
+            "dataset",
+            "build",
+            "--source",
+            "yahoo",
+            "--tickers",
+            "AAPL",
+            "--start",
+            "2019-01-01",
+            "--out",
+            str(tmp_path / "y"),
+        ]
+    )
+    assert code == 2
+    err = _one_line_error(capsys)
+    assert "730" in err and "--source alpaca" in err
+    assert not (tmp_path / "y").exists() or not any((tmp_path / "y").iterdir())
+
+
+def test_missing_alpaca_key_names_the_variable(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "s3cr3t-value-never-printed")
+    code = main(
+        [
+            "dataset",
+            "build",
+            "--source",
+            "alpaca",
+            "--tickers",
+            "AAPL",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-02-01",
+            "--out",
+            str(tmp_path / "a"),
+        ]
+    )
+    assert code == 2
+    err = _one_line_error(capsys)
+    assert "APCA_API_KEY_ID" in err and "s3cr3t" not in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset_path: x\nnope: 1\n")
+    quiet = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "config", "check", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    loud = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "--debug", "config", "check", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert quiet.returncode == 2 and "Traceback" not in quiet.stderr
+    assert loud.returncode != 0 and "Traceback" in loud.stderr
