@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import DataError
+from engine.store import numeric_column
 from engine.timeutil import NEW_YORK, UTC, to_utc_us
 
 __all__ = ["AlignedMacro", "align_to_ticker", "daily_visibility_utc", "parse_interval"]
@@ -185,16 +186,7 @@ def _macro_frame(
             raise DataError(f"macro: no column(s) {', '.join(map(str, missing))} (found {found})")
     out = {}
     for col in selected:
-        values = frame[col]
-        numeric = pd.to_numeric(values, errors="coerce")
-        bad = numeric.isna().to_numpy() & values.notna().to_numpy()
-        if bad.any():
-            pos = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"macro: column {col!r} has a non-numeric value {values.iloc[pos]!r} "
-                f"at {frame.index[pos]}; fix or drop it"
-            )
-        out[col] = numeric.to_numpy(dtype="float64", na_value=np.nan)
+        out[col] = numeric_column(frame[col], where="macro", column=col, index=frame.index)
     return pd.DataFrame(out, index=frame.index)
 
 

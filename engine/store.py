@@ -126,20 +126,25 @@ def normalize_bars(
     cols = list(BAR_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in frame.columns]
     out = pd.DataFrame(index=index)
     for col in cols:
-        values = frame[col]
-        numeric = pd.to_numeric(values, errors="coerce")
-        bad = numeric.isna().to_numpy() & values.notna().to_numpy()
-        if bad.any():
-            pos = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"{where}: column {col!r} has a non-numeric value {values.iloc[pos]!r} "
-                f"at {index[pos]}; fix or remove that row"
-            )
-        out[col] = numeric.to_numpy(dtype="float64", na_value=np.nan)
+        out[col] = numeric_column(frame[col], where=where, column=col, index=index)
     out.index.name = INDEX_NAME
     if sort:
         out = out[~out.index.duplicated(keep="last")].sort_index()
     return out
+
+
+def numeric_column(values: pd.Series, *, where: str, column: str, index: pd.Index) -> np.ndarray:
+    """``values`` as float64 (missing stays NaN); a non-numeric value is a ``DataError`` naming
+    ``where``, the column and the row's timestamp."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = numeric.isna().to_numpy() & values.notna().to_numpy()
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{where}: column {column!r} has a non-numeric value {values.iloc[pos]!r} "
+            f"at {index[pos]}; fix or remove that row"
+        )
+    return numeric.to_numpy(dtype="float64", na_value=np.nan)
 
 
 def file_sha256(path: str | Path) -> str:
