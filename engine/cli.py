@@ -175,6 +175,24 @@ def _threads(args: argparse.Namespace) -> int:
     return 0
 
 
+def _features_build(args: argparse.Namespace) -> int:
+    import time
+
+    from engine.config import load_config
+    from engine.features import load_or_build_features
+
+    cfg = load_config(args.config)
+    started = time.perf_counter()
+    fs = load_or_build_features(cfg.dataset_path, cfg.features, rebuild=args.rebuild)
+    elapsed = time.perf_counter() - started
+    t, n, f = fs.features.shape
+    print(
+        f"features for {cfg.dataset_path}: {t} bars x {n} tickers x {f} features (float32), "
+        f"{elapsed:.2f} s, cached at {fs.path}"
+    )
+    return 0
+
+
 def _bench_env(args: argparse.Namespace) -> int:
     """Features (ours cold/warm vs ta) and env throughput over the real memory-mapped features."""
     from engine.bench_env import bench_env_steps
@@ -263,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     ccheck.add_argument("file", type=Path)
     ccheck.add_argument("--json", action="store_true", help="print the resolved config")
     ccheck.set_defaults(func=_config_check)
+
+    feats = sub.add_parser("features", help="precompute the shared feature arrays once")
+    fsub = feats.add_subparsers(dest="features_command", required=True)
+    fbuild = fsub.add_parser("build", help="compute (or attach to) the cached features of a config")
+    fbuild.add_argument("--config", type=Path, required=True)
+    fbuild.add_argument("--rebuild", action="store_true", help="ignore the cache and recompute")
+    fbuild.set_defaults(func=_features_build)
 
     bench = sub.add_parser(
         "bench", help="benchmarks that print JSON, comparisons measured side by side"

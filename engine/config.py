@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import ConfigError
+from engine.features import FeatureConfig
 
 
 class _Strict(BaseModel):
@@ -87,7 +88,7 @@ class PloutosConfig(_Strict):
 
     dataset_path: Path
     data: DataConfig | None = None
-    features: dict[str, Any] = Field(default_factory=dict)
+    features: FeatureConfig = FeatureConfig()
     env: EnvConfig = EnvConfig()
     training: TrainingConfig = TrainingConfig()
     walk_forward: WalkForwardConfig = WalkForwardConfig()

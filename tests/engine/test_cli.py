@@ -97,3 +97,17 @@ def test_debug_shows_the_traceback(tmp_path):
     )
     assert quiet.returncode == 2 and "Traceback" not in quiet.stderr
     assert loud.returncode != 0 and "Traceback" in loud.stderr
+
+
+def test_features_build_computes_once_then_attaches(tmp_path, capsys):
+    data = tmp_path / "demo"
+    main(["dataset", "demo", "--out", str(data), "--start", "2023-01-01", "--end", "2023-06-30"])
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"dataset_path: {data}\nfeatures:\n  macro: ['^VIX']\n")
+    assert main(["features", "build", "--config", str(cfg)]) == 0
+    first = capsys.readouterr().out
+    assert main(["features", "build", "--config", str(cfg)]) == 0
+    second = capsys.readouterr().out
+    assert "x 5 tickers" in first
+    assert first.split("cached at ")[1] == second.split("cached at ")[1]
+    assert len([p for p in (data / ".features").iterdir() if p.is_dir()]) == 1
