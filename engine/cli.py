@@ -56,12 +56,12 @@ def _dataset_build(args: argparse.Namespace) -> int:
     tickers = (
         parse_symbols(args.tickers) if args.tickers else (cfg_data.tickers if cfg_data else None)
     )
-    if not tickers:
+    if not tickers and not args.update:
         raise PloutosError(
             "no tickers: pass --tickers AAPL,MSFT,... or --config with a data.tickers list"
         )
     start = args.start or (str(cfg_data.start) if cfg_data else None)
-    if start is None:
+    if start is None and not args.update:
         raise PloutosError("no start date: pass --start 2019-01-01 or --config with data.start")
     end = args.end or (str(cfg_data.end) if cfg_data and cfg_data.end else None)
     macro = parse_symbols(args.macro) if args.macro else (cfg_data.macro if cfg_data else [])
@@ -69,12 +69,26 @@ def _dataset_build(args: argparse.Namespace) -> int:
     if out is None:
         raise PloutosError("no output folder: pass --out data/dataset_v8/")
     source = args.source or (cfg_data.source if cfg_data else "alpaca")
-    start_ts, end_ts = parse_utc(start), (parse_utc(end) if end else None)
+    stored = None
+    if args.update:
+        from engine.store import load_manifest
+
+        stored = load_manifest(out)  # an update of nothing is an error naming the folder
+    feed = args.feed or (stored.feed if stored else None) or (cfg_data.feed if cfg_data else "iex")
+    adjustment = (
+        args.adjustment
+        or (stored.adjustment if stored else None)
+        or (cfg_data.adjustment if cfg_data else "raw")
+    )
+    # --update alone: tickers and start come from the dataset's manifest
+    start_ts = parse_utc(start) if start else None
+    end_ts = parse_utc(end) if end else None
 
     from engine.sources import yahoo
 
     if source == "yahoo":
-        yahoo.check_yahoo_range(args.timeframe, start_ts)
+        if start_ts is not None:
+            yahoo.check_yahoo_range(args.timeframe, start_ts)
         from engine.builder import build_yahoo
 
         manifest = build_yahoo(
@@ -94,8 +108,8 @@ def _dataset_build(args: argparse.Namespace) -> int:
             tickers,
             start_ts,
             end_ts,
-            feed=args.feed or (cfg_data.feed if cfg_data else "iex"),
-            adjustment=args.adjustment or (cfg_data.adjustment if cfg_data else "raw"),
+            feed=feed,
+            adjustment=adjustment,
             update=args.update,
             macro_symbols=macro,
             macro_fetcher=yahoo.fetch_macro if macro else None,

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from engine import store
 from engine.cli import main
 
 
@@ -111,3 +112,44 @@ def test_features_build_computes_once_then_attaches(tmp_path, capsys):
     assert "x 5 tickers" in first
     assert first.split("cached at ")[1] == second.split("cached at ")[1]
     assert len([p for p in (data / ".features").iterdir() if p.is_dir()]) == 1
+
+
+def test_build_then_update_from_the_command_line_against_a_loopback_alpaca(
+    tmp_path, capsys, monkeypatch
+):
+    """`--update` alone takes tickers, feed and adjustment from the manifest and fetches only new bars."""
+    from engine.sources import alpaca
+    from tests.engine.alpaca_server import KEY_ID, SECRET, FakeAlpaca
+
+    monkeypatch.setenv(alpaca.ENV_KEY_ID, KEY_ID)
+    monkeypatch.setenv(alpaca.ENV_SECRET_KEY, SECRET)
+    out = tmp_path / "ds"
+    with FakeAlpaca() as fake:
+        monkeypatch.setenv("APCA_API_DATA_URL", fake.url)
+        args = [
+            "dataset",
+            "build",
+            "--source",
+            "alpaca",
+            "--tickers",
+            "AAPL,MSFT",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-03-01",
+            "--adjustment",
+            "all",
+            "--out",
+            str(out),
+        ]
+        assert main(args) == 0
+        first = store.load_manifest(out)
+        fake.reset()
+        assert main(["dataset", "build", "--update", "--end", "2024-04-01", "--out", str(out)]) == 0
+        starts = {chunk[1][:10] for chunk in fake.chunk_counts()}
+    updated = store.load_manifest(out)
+    assert updated.adjustment == "all" and list(updated.tickers) == ["AAPL", "MSFT"]
+    assert all(s >= "2024-02-29" for s in starts), starts
+    assert updated.tickers["AAPL"].rows > first.tickers["AAPL"].rows
+    text = "".join(capsys.readouterr()) + "".join(p.read_text() for p in out.glob("*.json"))
+    assert SECRET not in text and KEY_ID not in text
