@@ -243,6 +243,10 @@ def bench_features(
         "ta_reference_indicators": "rsi macd(3) bollinger(pband,wband) atr adx(3) obv",
         "ta_psar_s": round(ta_psar_s, 4),
         "ta_psar_tickers_timed": len(psar_names),
+        # The whole ta reference, only when its PSAR was timed on every ticker (never extrapolated).
+        "ta_reference_s": (
+            round(ta_no_psar_s + ta_psar_s, 4) if len(psar_names) == len(frames) else None
+        ),
         "ours_psar_s": round(ours_psar_s, 4),
     }
     if created:

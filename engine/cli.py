@@ -214,7 +214,8 @@ def _bench_env(args: argparse.Namespace) -> int:
     from engine.features import load_or_build_features
 
     result: dict[str, object] = {"dataset": str(args.dir)}
-    result.update(bench_features(args.dir, repeats=args.repeats))
+    psar_tickers = 10**6 if args.ta_psar_all else 1
+    result.update(bench_features(args.dir, repeats=args.repeats, ta_psar_tickers=psar_tickers))
     fs = load_or_build_features(args.dir)
     result["env_arrays"] = {
         "features_shape": list(fs.features.shape),
@@ -317,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     benv.add_argument("--json", action="store_true", help="one-line JSON (default: indented)")
     benv.add_argument("--repeats", type=int, default=3)
     benv.add_argument("--seconds", type=float, default=0.5, help="time per throughput measurement")
+    benv.add_argument(
+        "--ta-psar-all",
+        action="store_true",
+        help="time ta's slow PSAR on every ticker (~7 s each) so ta_reference_s covers all indicators",
+    )
     benv.set_defaults(func=_bench_env)
 
     thr = sub.add_parser(
