@@ -180,6 +180,9 @@ class PortfolioBatch:
         config: the trading rules.
         n: number of portfolios.
         index_paths: optional int[n, length >= 2] of bar indices (see the module docstring).
+        tradable: optional bool[time, ticker] (``FeatureSet.tradable``): where False the ticker's
+            bar is a carried-forward stale one, and its buy or sell is treated as hold, so the
+            agent never trades at a price that did not print.
     """
 
     def __init__(
@@ -189,6 +192,7 @@ class PortfolioBatch:
         config: PortfolioEnvConfig,
         n: int,
         index_paths: np.ndarray | None = None,
+        tradable: np.ndarray | None = None,
     ) -> None:
         _check_market_arrays(features, prices)
         if n < 1:
@@ -220,6 +224,19 @@ class PortfolioBatch:
 
         self.index_paths: np.ndarray | None = None
         self.set_index_paths(index_paths)
+
+        self._tradable: np.ndarray | None = None
+        if tradable is not None:
+            if tradable.shape != (n_time, n_tickers):
+                raise ConfigError(
+                    f"tradable must have shape [time={n_time}, ticker={n_tickers}], "
+                    f"got {tradable.shape}"
+                )
+            if not tradable.all():  # all-True masks cost nothing per step
+                # 0.0/1.0 float64, multiplied into the orders (one copy per batch, not per env)
+                self._tradable = np.ascontiguousarray(tradable, dtype=np.float64)
+                self._trade_rows = np.zeros((n, n_tickers))
+                self._trade_mask = np.zeros((n_tickers, n))
 
         self._rate = config.cost_rate
         self._one_plus_rate = 1.0 + self._rate
@@ -395,6 +412,10 @@ class PortfolioBatch:
         # order: -1.0 sell, 0.0 hold, +1.0 buy, per [ticker, n].
         np.copyto(order, actions.T, casting="unsafe")  # one cast; arithmetic stays in float64
         np.subtract(order, 1.0, out=order)
+        if self._tradable is not None:  # stale (carried-forward) bars: no trade
+            np.take(self._tradable, self.bar, axis=0, out=self._trade_rows, mode="clip")
+            np.copyto(self._trade_mask, self._trade_rows.T)
+            np.multiply(order, self._trade_mask, out=order)
         # sell = 1.0 where asked and something is held: max(min(units, -order), 0)
         np.negative(order, out=tmp)
         np.minimum(units, tmp, out=sell)
@@ -551,10 +572,11 @@ class PortfolioTradingEnv(gym.Env[np.ndarray, np.ndarray]):
         features: np.ndarray,
         prices: np.ndarray,
         config: PortfolioEnvConfig | None = None,
+        tradable: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.config = config or PortfolioEnvConfig()
-        self._batch = PortfolioBatch(features, prices, self.config, n=1)
+        self._batch = PortfolioBatch(features, prices, self.config, n=1, tradable=tradable)
         self.observation_space = self._batch.observation_space()
         self.action_space = self._batch.action_space()
         self.render_mode = None

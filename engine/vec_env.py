@@ -64,10 +64,11 @@ class BatchedPortfolioVecEnv(VecEnv):
         config: PortfolioEnvConfig | None = None,
         index_paths: np.ndarray | None = None,
         seed: int | None = None,
+        tradable: np.ndarray | None = None,
     ) -> None:
         self.config = config or PortfolioEnvConfig()
         self.batch = PortfolioBatch(
-            features, prices, self.config, n=n_envs, index_paths=index_paths
+            features, prices, self.config, n=n_envs, index_paths=index_paths, tradable=tradable
         )
         self.render_mode = None  # read by VecEnv.__init__ through get_attr
         super().__init__(n_envs, self.batch.observation_space(), self.batch.action_space())

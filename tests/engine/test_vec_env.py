@@ -27,12 +27,18 @@ def market(n_bars=400, n_tickers=3, n_features=4, seed=0, vol=0.01, price_dtype=
     return features, prices
 
 
-def run_side_by_side(features, prices, config, n_envs, n_steps, seed, index_paths=None):
+def run_side_by_side(
+    features, prices, config, n_envs, n_steps, seed, index_paths=None, tradable=None
+):
     """Step a VecEnv and n_envs single envs with the same random actions; assert that
     observations, rewards, dones and terminal infos agree exactly. Returns (dones, ruins)."""
-    vec = BatchedPortfolioVecEnv(features, prices, n_envs, config, index_paths=index_paths)
+    vec = BatchedPortfolioVecEnv(
+        features, prices, n_envs, config, index_paths=index_paths, tradable=tradable
+    )
     vec.seed(seed)
-    singles = [PortfolioTradingEnv(features, prices, config) for _ in range(n_envs)]
+    singles = [
+        PortfolioTradingEnv(features, prices, config, tradable=tradable) for _ in range(n_envs)
+    ]
     vec_obs = vec.reset()
     for i, env in enumerate(singles):
         options = None if index_paths is None else {"index_path": index_paths[i]}
@@ -250,3 +256,27 @@ def test_bench_env_reports_every_figure_for_each_batch_size():
     assert set(report["dummy_vec_env_steps_per_s"]) == {"1", "4"}
     assert report["single_env_steps_per_s"] > 0 and report["startup_256_s"] > 0
     assert report["owned_buffers_256_mb"] < 1.0
+
+
+def test_batched_env_matches_single_envs_with_a_tradable_mask():
+    features, prices = market(n_bars=300, seed=5)
+    tradable = np.random.default_rng(5).random(prices.shape) > 0.2
+    config = PortfolioEnvConfig(episode_length=40)
+    run_side_by_side(features, prices, config, n_envs=6, n_steps=150, seed=9, tradable=tradable)
+
+
+def test_orders_on_stale_bars_are_held_not_traded():
+    """A carried-forward bar (tradable False) must not fill a buy or a sell at a price that never printed."""
+    features, prices = market(n_bars=50, n_tickers=2, seed=1)
+    tradable = np.ones(prices.shape, dtype=bool)
+    tradable[10, 0] = False
+    config = PortfolioEnvConfig(episode_length=20, commission_bps=1.0, slippage_bps=0.0)
+    env = PortfolioTradingEnv(features, prices, config, tradable=tradable)
+    env.reset(seed=0, options={"start_index": 10})
+    _, _, _, _, info = env.step(np.array([2, 2]))  # buy both; ticker 0 is stale at bar 10
+    assert env._batch.units[:, 0].tolist() == [0.0, 1.0]
+    assert info["costs"] == pytest.approx(config.trade_fraction * config.cost_rate)
+    _, _, _, _, info = env.step(np.array([2, 1]))  # bar 11: ticker 0 tradable again
+    assert env._batch.units[:, 0].tolist() == [1.0, 1.0]
+    with pytest.raises(ConfigError, match="tradable must have shape"):
+        PortfolioTradingEnv(features, prices, config, tradable=tradable[:, :1])
