@@ -25,9 +25,9 @@ from engine.features import (
     FeatureConfig,
     _mp_context,
     _ticker_block,
-    _usable_cpus,
     load_or_build_features,
 )
+from engine.threads import usable_cpus
 
 __all__ = ["BENCH_CONFIG", "bench_features", "make_bench_dataset"]
 
@@ -221,8 +221,8 @@ def bench_features(
         "session": cfg.session,
         "feature_shape": list(fs.features.shape),
         "feature_bytes": int(fs.features.nbytes),
-        "usable_cpus": _usable_cpus(),
-        "workers": workers if workers is not None else min(len(frames), _usable_cpus()),
+        "usable_cpus": usable_cpus(),
+        "workers": workers if workers is not None else min(len(frames), usable_cpus()),
         "start_method": _mp_context().get_start_method(),
         "repeats": repeats,
         "features_cold_s": round(cold_s, 4),

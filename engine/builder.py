@@ -309,16 +309,18 @@ def build_yahoo(
     _parse_chunk(chunk)
     now_ts = utc_now() if now is None else parse_utc(now)
     limit = min(parse_utc(end), now_ts) if end is not None else now_ts
-    if fetcher is None or (macro_symbols and macro_fetcher is None):
-        from engine.sources import yahoo  # lazy: yfinance is slow to import
+    from engine.sources import yahoo  # imports yfinance (slow) only when it fetches
 
-        if fetcher is None:
+    if start is not None:
+        # Before the folder is opened: a request Yahoo cannot serve creates nothing.
+        yahoo.check_yahoo_range(interval, parse_utc(start), now=now_ts)
+    if fetcher is None:
 
-            def fetcher(symbol: str, lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
-                return yahoo.fetch_bars(symbol, lo, hi, interval=interval)
+        def fetcher(symbol: str, lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
+            return yahoo.fetch_bars(symbol, lo, hi, interval=interval)
 
-        if macro_symbols and macro_fetcher is None:
-            macro_fetcher = yahoo.fetch_macro
+    if macro_symbols and macro_fetcher is None:
+        macro_fetcher = yahoo.fetch_macro
     identity: dict[str, object] = {
         "source": "yahoo",
         "timeframe": interval,

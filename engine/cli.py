@@ -68,12 +68,13 @@ def _dataset_build(args: argparse.Namespace) -> int:
     out = args.out or (cfg.dataset_path if cfg else None)
     if out is None:
         raise PloutosError("no output folder: pass --out data/dataset_v8/")
-    source = args.source or (cfg_data.source if cfg_data else "alpaca")
     stored = None
     if args.update:
         from engine.store import load_manifest
 
         stored = load_manifest(out)  # an update of nothing is an error naming the folder
+    source = args.source or (stored.source if stored else None)
+    source = source or (cfg_data.source if cfg_data else "alpaca")
     feed = args.feed or (stored.feed if stored else None) or (cfg_data.feed if cfg_data else "iex")
     adjustment = (
         args.adjustment
@@ -87,8 +88,6 @@ def _dataset_build(args: argparse.Namespace) -> int:
     from engine.sources import yahoo
 
     if source == "yahoo":
-        if start_ts is not None:
-            yahoo.check_yahoo_range(args.timeframe, start_ts)
         from engine.builder import build_yahoo
 
         manifest = build_yahoo(
@@ -97,6 +96,7 @@ def _dataset_build(args: argparse.Namespace) -> int:
             start_ts,
             end_ts,
             interval=args.timeframe,
+            update=args.update,
             macro_symbols=macro,
             progress=_print_progress,
         )
@@ -181,7 +181,7 @@ def _threads(args: argparse.Namespace) -> int:
                 "pids_max": limits.pids_max,
                 "threads_max": limits.threads_max,
                 "tightest_thread_limit": limits.tightest,
-                "sanitized": {name: "1" for name in threads.THREAD_VARS},
+                "sanitized": threads.pool_settings(args.n),
             },
             indent=2,
         )

@@ -151,12 +151,12 @@ def import_csv(
             series[item.symbol] = item
     identity = {"source": IMPORT_SOURCE, "timeframe": timeframe, "feed": None, "adjustment": None}
     manifest = store.open_out_folder(out, identity, IMPORT_SOURCE)
-    manifest.params.setdefault("imported_files", [])
+    imported = [str(f) for f in manifest.params.get("imported_files") or []]  # type: ignore[union-attr]
     for sym, item in series.items():
         manifest.tickers[sym] = store.write_series(out, sym, item.frame)
-        files_seen = manifest.params["imported_files"]
-        if isinstance(files_seen, list) and str(item.path) not in files_seen:
-            files_seen.append(str(item.path))
+        if str(item.path) not in imported:
+            imported.append(str(item.path))
+        manifest.params["imported_files"] = imported
         store.save_manifest(out, manifest)
     return manifest
 

@@ -61,6 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine import atomic, indicators
 from engine.errors import ConfigError, DataError
+from engine.threads import apply_in_process, usable_cpus
 from engine.timeutil import NEW_YORK, to_utc_us, utc_now
 
 __all__ = [
@@ -529,15 +530,7 @@ def _ticker_job(name: str, source: pd.DataFrame | str, cfg: FeatureConfig) -> _T
 def _init_worker() -> None:
     # Workers only run element-wise NumPy, but a BLAS pool of one thread per host core per worker
     # is how the old code ran out of threads: cap every pool before anything can start one.
-    from engine.threads import apply_in_process
-
     apply_in_process(1)
-
-
-def _usable_cpus() -> int:
-    from engine.threads import usable_cpus
-
-    return usable_cpus()
 
 
 def _mp_context() -> mp.context.BaseContext:
@@ -568,7 +561,7 @@ def _ticker_runner(
     caller's own work so the two overlap; with one process the jobs run serially in this process
     when the results are asked for.
     """
-    n_workers = min(len(jobs), _usable_cpus() if workers is None else max(1, workers))
+    n_workers = min(len(jobs), usable_cpus() if workers is None else max(1, workers))
     if n_workers <= 1:
         yield lambda: [_ticker_job(name, src, cfg) for name, src in jobs]
         return

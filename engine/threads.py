@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +24,14 @@ THREAD_VARS: tuple[str, ...] = (
 )
 
 
+def pool_settings(threads: int = 1) -> dict[str, str]:
+    """The variables that cap every BLAS/OpenMP pool at ``threads``."""
+    return {name: str(threads) for name in THREAD_VARS}
+
+
 def sanitized_env(base: dict[str, str] | None = None, threads: int = 1) -> dict[str, str]:
     """A copy of ``base`` (default ``os.environ``) with every BLAS/OpenMP pool capped at ``threads``."""
-    env = dict(os.environ if base is None else base)
-    env.update({name: str(threads) for name in THREAD_VARS})
-    return env
+    return {**(os.environ if base is None else base), **pool_settings(threads)}
 
 
 def apply_in_process(threads: int = 1) -> None:
@@ -35,17 +39,10 @@ def apply_in_process(threads: int = 1) -> None:
 
     Environment variables only take effect before the libraries load, so torch is also told directly.
     """
-    os.environ.update({name: str(threads) for name in THREAD_VARS})
-    import sys
-
+    os.environ.update(pool_settings(threads))
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
-
-
-def is_sanitized(env: dict[str, str]) -> bool:
-    """True when every pool variable is set to a small explicit number (as the panel reports)."""
-    return all(env.get(name, "").isdigit() and int(env[name]) <= 4 for name in THREAD_VARS)
 
 
 def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -117,4 +114,4 @@ def thread_limits(
 
 def shell_exports(threads: int = 1) -> str:
     """``export OMP_NUM_THREADS=1`` lines, for ``eval "$(ploutos threads --shell)"``."""
-    return "\n".join(f"export {name}={threads}" for name in THREAD_VARS)
+    return "\n".join(f"export {name}={value}" for name, value in pool_settings(threads).items())

@@ -153,3 +153,53 @@ def test_build_then_update_from_the_command_line_against_a_loopback_alpaca(
     assert updated.tickers["AAPL"].rows > first.tickers["AAPL"].rows
     text = "".join(capsys.readouterr()) + "".join(p.read_text() for p in out.glob("*.json"))
     assert SECRET not in text and KEY_ID not in text
+
+
+def test_yahoo_update_reuses_the_stored_source_and_only_extends(tmp_path, capsys, monkeypatch):
+    """`--update --out DIR` on a Yahoo dataset must stay a Yahoo update, not become an Alpaca build."""
+    import numpy as np
+    import pandas as pd
+
+    from engine.sources import yahoo
+
+    calls = []
+
+    def fake_fetch_bars(symbol, lo, hi, interval="1h"):
+        calls.append((symbol, pd.Timestamp(lo), pd.Timestamp(hi)))
+        idx = pd.date_range(
+            pd.Timestamp(lo).ceil("h"), pd.Timestamp(hi), freq="h", inclusive="left"
+        )
+        values = np.linspace(100.0, 101.0, len(idx))
+        frame = pd.DataFrame({c: values for c in store.BAR_COLUMNS}, index=idx)
+        return store.normalize_bars(frame, where=symbol)
+
+    monkeypatch.setattr(yahoo, "fetch_bars", fake_fetch_bars)
+    out = tmp_path / "y"
+    start = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=20)).strftime("%Y-%m-%d")
+    end = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=10)).strftime("%Y-%m-%d")
+    assert (
+        main(
+            [
+                "dataset",
+                "build",
+                "--source",
+                "yahoo",
+                "--tickers",
+                "AAPL",
+                "--start",
+                start,
+                "--end",
+                end,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    before = store.load_manifest(out).tickers["AAPL"]
+    calls.clear()
+    assert main(["dataset", "build", "--update", "--out", str(out)]) == 0
+    after = store.load_manifest(out)
+    assert after.source == "yahoo"
+    assert calls and all(lo >= before.last for _, lo, _ in calls)
+    assert after.tickers["AAPL"].last > before.last
