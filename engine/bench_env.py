@@ -1,14 +1,12 @@
 """Environment throughput benchmark: batched VecEnv vs single envs, on the same arrays, in one run.
 
-``bench_env_steps`` returns a JSON-ready dict; ``python -m engine.bench_env`` prints it for random
-arrays of the production shape (15 tickers x 50,000 bars x 40 features).
+``bench_env_steps`` returns a JSON-ready dict; ``ploutos bench env --json`` runs it over the real
+memory-mapped features. ``synthetic_market`` makes random arrays of a given shape for tests.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -170,24 +168,3 @@ def bench_env_steps(
     result["vec_env_steps_per_s"] = vec_rates
     result["dummy_vec_env_steps_per_s"] = dummy_rates
     return result
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Print the benchmark as JSON for random arrays of the given shape."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--bars", type=int, default=50_000)
-    parser.add_argument("--tickers", type=int, default=15)
-    parser.add_argument("--features", type=int, default=40)
-    parser.add_argument("--seconds", type=float, default=0.5)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
-    features, prices = synthetic_market(args.bars, args.tickers, args.features)
-    print(
-        json.dumps(
-            bench_env_steps(features, prices, seconds=args.seconds, repeats=args.repeats), indent=2
-        )
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -252,10 +252,3 @@ def bench_features(
     if created:
         result["dataset_make_s"] = round(make_s, 2)
     return result
-
-
-if __name__ == "__main__":  # pragma: no cover - manual use: python -m engine.bench_features DIR
-    import json
-    import sys
-
-    print(json.dumps(bench_features(sys.argv[1] if len(sys.argv) > 1 else "data/bench"), indent=2))
