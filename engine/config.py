@@ -67,6 +67,12 @@ class TrainingConfig(_Strict):
     total_timesteps: int = Field(default=2_000_000, gt=0)
     ensemble: int = Field(default=5, ge=1)
     seed: int = 0
+    # How the members' actions combine out of sample: per-ticker majority of the members'
+    # deterministic actions, or the action with the highest mean probability.
+    vote: Literal["majority", "mean_prob"] = "majority"
+    checkpoint_every_timesteps: int = Field(default=100_000, gt=0)
+    progress_interval_s: float = Field(default=5.0, gt=0)
+    tensorboard: bool = False
 
 
 class WalkForwardConfig(_Strict):
@@ -75,12 +81,19 @@ class WalkForwardConfig(_Strict):
     test_months: int = Field(default=6, gt=0)
     step_months: int = Field(default=6, gt=0)
     expanding: bool = False
+    # Keep only the most recent N folds (None: every fold the data allows).
+    max_folds: int | None = Field(default=None, ge=1)
 
 
 class MonteCarloConfig(_Strict):
     simulations: int = Field(default=1000, gt=0)
     mean_block_bars: int = Field(default=48, gt=0)
-    cost_jitter: float = Field(default=0.5, ge=0)
+    # Each simulation's costs are the configured ones times U(1 - jitter, 1 + jitter).
+    cost_jitter: float = Field(default=0.5, ge=0, lt=1)
+    # Each simulation runs a random length in [min_length_fraction, 1] x the test window.
+    min_length_fraction: float = Field(default=0.5, gt=0, le=1)
+    histogram_bins: int = Field(default=40, ge=2)
+    seed: int = 0
 
 
 class PloutosConfig(_Strict):

@@ -115,3 +115,11 @@ def thread_limits(
 def shell_exports(threads: int = 1) -> str:
     """``export OMP_NUM_THREADS=1`` lines, for ``eval "$(ploutos threads --shell)"``."""
     return "\n".join(f"export {name}={value}" for name, value in pool_settings(threads).items())
+
+
+def machine_threads(proc_root: Path = Path("/proc")) -> int | None:
+    """Threads alive on the whole machine (kernel scheduling entities), from ``/proc/loadavg``."""
+    try:
+        return int((proc_root / "loadavg").read_text().split()[3].split("/")[1])
+    except (OSError, IndexError, ValueError):
+        return None

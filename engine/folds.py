@@ -1,0 +1,145 @@
+"""Walk-forward folds: a train window, an embargo gap, then an out-of-sample test window, stepped on.
+
+Dates are cut on the calendar (``train_years`` of calendar time, ``test_months`` of calendar
+months) and turned into rows of the feature set with ``searchsorted`` on its UTC timestamps, so a
+fold means the same span whatever the session or the gaps. A fold exists only when its whole
+test window fits in the data; ``max_folds`` keeps the most recent ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One walk-forward step. Rows index the feature set's time axis, ``[start, stop)``."""
+
+    index: int
+    train_rows: tuple[int, int]
+    test_rows: tuple[int, int]
+    train_start: str
+    train_end: str
+    test_start: str
+    test_end: str
+
+    @property
+    def name(self) -> str:
+        return f"fold_{self.index:02d}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["train_rows"] = list(self.train_rows)
+        out["test_rows"] = list(self.test_rows)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fold:
+        return cls(
+            index=int(data["index"]),
+            train_rows=(int(data["train_rows"][0]), int(data["train_rows"][1])),
+            test_rows=(int(data["test_rows"][0]), int(data["test_rows"][1])),
+            train_start=str(data["train_start"]),
+            train_end=str(data["train_end"]),
+            test_start=str(data["test_start"]),
+            test_end=str(data["test_end"]),
+        )
+
+
+def _months(years: float) -> int:
+    return max(1, round(years * 12))
+
+
+def make_folds(
+    timestamps_us: Sequence[int] | np.ndarray,
+    *,
+    train_years: float,
+    embargo_days: int,
+    test_months: int,
+    step_months: int,
+    expanding: bool = False,
+    max_folds: int | None = None,
+    min_rows: int = 2,
+    source: str = "config",
+) -> list[Fold]:
+    """The folds the data allows. ``timestamps_us``: int64[time] bar starts, UTC microseconds.
+
+    ``source`` names the config file in errors. Raises ``ConfigError`` naming
+    ``walk_forward.train_years`` when not even one fold fits.
+    """
+    ts = np.asarray(timestamps_us, dtype=np.int64)
+    if ts.size < 2:
+        raise ConfigError(f"{source}: the feature set has {ts.size} rows; build the dataset first")
+    first = pd.Timestamp(int(ts[0]), unit="us", tz="UTC").normalize()
+    # The data ends where its last bar ends; one hour is the bar length of every dataset here.
+    data_end = pd.Timestamp(int(ts[-1]), unit="us", tz="UTC") + pd.Timedelta(hours=1)
+    train_len = pd.DateOffset(months=_months(train_years))
+    embargo = pd.Timedelta(days=embargo_days)
+    test_len = pd.DateOffset(months=test_months)
+
+    def rows(lo: pd.Timestamp, hi: pd.Timestamp) -> tuple[int, int]:
+        return (
+            int(np.searchsorted(ts, lo.value // 1000, "left")),
+            int(np.searchsorted(ts, hi.value // 1000, "left")),
+        )
+
+    folds: list[Fold] = []
+    k = 0
+    while True:
+        train_start = first if expanding else first + pd.DateOffset(months=step_months * k)
+        train_end = first + train_len + pd.DateOffset(months=step_months * k)
+        test_start = train_end + embargo
+        test_end = test_start + test_len
+        if test_end > data_end:
+            break
+        train_rows, test_rows = rows(train_start, train_end), rows(test_start, test_end)
+        if train_rows[1] - train_rows[0] >= min_rows and test_rows[1] - test_rows[0] >= min_rows:
+            folds.append(
+                Fold(
+                    index=len(folds),
+                    train_rows=train_rows,
+                    test_rows=test_rows,
+                    train_start=train_start.date().isoformat(),
+                    train_end=train_end.date().isoformat(),
+                    test_start=test_start.date().isoformat(),
+                    test_end=test_end.date().isoformat(),
+                )
+            )
+        k += 1
+    if not folds:
+        need_end = first + train_len + embargo + test_len
+        raise ConfigError(
+            f"{source}: key 'walk_forward.train_years': a {train_years:g}-year train window + "
+            f"{embargo_days} days embargo + {test_months}-month test needs data from "
+            f"{first.date()} to {need_end.date()}, the features cover {first.date()} to "
+            f"{data_end.date()}; lower train_years/test_months or build more data"
+        )
+    if max_folds is not None and len(folds) > max_folds:
+        kept = folds[-max_folds:]
+        folds = [
+            Fold(i, f.train_rows, f.test_rows, f.train_start, f.train_end, f.test_start, f.test_end)
+            for i, f in enumerate(kept)
+        ]
+    return folds
+
+
+def format_folds(folds: Sequence[Fold]) -> str:
+    """A table of the folds for ``ploutos folds``."""
+    lines = [
+        f"{'fold':<8} {'train':<25} {'rows':>14} {'test':<25} {'rows':>14}",
+    ]
+    for f in folds:
+        lines.append(
+            f"{f.name:<8} {f.train_start + ' .. ' + f.train_end:<25} "
+            f"{f'{f.train_rows[1] - f.train_rows[0]:,}':>14} "
+            f"{f.test_start + ' .. ' + f.test_end:<25} "
+            f"{f'{f.test_rows[1] - f.test_rows[0]:,}':>14}"
+        )
+    return "\n".join(lines)
