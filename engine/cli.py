@@ -7,6 +7,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -226,6 +227,206 @@ def _bench_env(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ training
+def _sanitize_threads() -> None:
+    """Cap every BLAS/OpenMP pool before numpy or torch load (the trainer's workers inherit it).
+
+    ``start_training.sh`` already exports the same variables; running ``ploutos train`` directly
+    gets them here. If the libraries were loaded already (called in-process), limit them live.
+    """
+    import os
+
+    from engine.threads import pool_settings
+
+    os.environ.update(pool_settings(1))
+    if "numpy" in sys.modules:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+
+
+def _echo(line: str) -> None:
+    """Console progress that survives a terminal that went away (EIO/EPIPE after SSH closes)."""
+    with contextlib.suppress(OSError):
+        print(line, flush=True)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from engine.features import load_or_build_features
+    from engine.hardware import format_plan
+    from engine.trainer import observation_size, plan_for, resolved_config
+
+    cfg = resolved_config(args.config, ensemble=args.ensemble)
+    obs_size = args.obs_size
+    if obs_size is None and (Path(cfg.dataset_path) / "manifest.json").exists():
+        fs = load_or_build_features(cfg.dataset_path, cfg.features)
+        obs_size = observation_size(cfg, fs.features.shape)
+    machine = None
+    if args.assume:
+        from engine.hardware import assumed_machine
+
+        machine = assumed_machine(args.assume)
+    plan = plan_for(cfg, args.hardware, obs_size, machine)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        print(format_plan(plan))
+    return 0
+
+
+def _folds(args: argparse.Namespace) -> int:
+    from engine.features import load_or_build_features
+    from engine.folds import format_folds, walk_forward_folds
+    from engine.trainer import resolved_config
+
+    cfg = resolved_config(args.config)
+    fs = load_or_build_features(cfg.dataset_path, cfg.features)
+    folds = walk_forward_folds(fs.timestamps, cfg.walk_forward, str(args.config))
+    if args.json:
+        print(json.dumps([f.to_dict() for f in folds], indent=2))
+    else:
+        print(format_folds(folds))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    _sanitize_threads()
+    from engine.trainer import prepare_run, run_training
+
+    folder = prepare_run(
+        args.config,
+        profile=args.hardware,
+        ensemble=args.ensemble,
+        algorithm=args.algorithm,
+        run_dir=args.run_dir,
+        runs_root=args.runs_dir,
+    )
+    if args.detach:
+        from engine.jobs import launch_detached
+
+        proc = launch_detached(["resume", str(folder.root)], folder.log_path)
+        print(f"{folder.root}  (trainer pid {proc.pid}, log {folder.log_path})")
+        return 0
+    _echo(f"run folder: {folder.root}")
+    return run_training(folder, echo=_echo)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    _sanitize_threads()
+    from engine.runs import resolve_run
+    from engine.trainer import run_training
+
+    folder = resolve_run(args.run, args.runs_dir)
+    state = folder.state()
+    if state == "finished":
+        print(f"{folder.run_id}: already finished; nothing to do")
+        return 0
+    if folder.trainer_alive():
+        raise PloutosError(f"{folder.run_id}: a trainer is running it already")
+    if args.detach:
+        from engine.jobs import launch_detached
+
+        proc = launch_detached(["resume", str(folder.root)], folder.log_path)
+        print(f"{folder.root}  (trainer pid {proc.pid}, log {folder.log_path})")
+        return 0
+    return run_training(folder, echo=_echo)
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from engine.jobs import stop_run
+    from engine.runs import resolve_run
+
+    folder = resolve_run(args.run, args.runs_dir)
+    state = stop_run(folder, wait_s=args.wait)
+    print(f"{folder.run_id}: {state}")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from engine.runs import list_runs
+
+    rows = []
+    for folder in list_runs(args.runs_dir):
+        status = folder.read_status()
+        rows.append(
+            {
+                "run_id": folder.run_id,
+                "state": folder.state(),
+                "progress": status.get("progress", 0.0),
+                "config": status.get("config", ""),
+                "updated_at": status.get("updated_at"),
+                "path": str(folder.root),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no runs yet (`ploutos train --config config/demo.yaml`)")
+        return 0
+    print(f"{'run':<44} {'state':<12} {'progress':>8}  config")
+    for r in rows:
+        print(f"{r['run_id']:<44} {r['state']:<12} {r['progress']:>8.0%}  {r['config']}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from engine.runs import replay, resolve_run
+
+    folder = resolve_run(args.run, args.runs_dir)
+    view = replay(folder)
+    status = view.to_status()
+    status["state"] = folder.state()
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    eta = status["eta_s"]
+    print(
+        f"{folder.run_id}: {status['state']}, {status['progress']:.0%} of "
+        f"{status['timesteps']['total']:,} timesteps" + (f", ETA {eta:.0f} s" if eta else "")
+    )
+    for (fold, member), m in sorted(view.members.items()):
+        reward = f"{m.mean_reward:+.4f}" if m.mean_reward is not None else "-"
+        line = (
+            f"  fold {fold} member {member}: {m.state:<9} {m.timesteps:>10,}/{m.total:,} "
+            f"{m.fps:>8.0f} fps  reward {reward}"
+        )
+        print(line + (f"  {m.error}" if m.error else ""))
+    for fold, ev in sorted(view.folds_evaluated.items()):
+        oos, bh = ev["oos"], ev["buy_and_hold"]
+        print(
+            f"  fold {fold} out of sample: return {oos['total_return']:+.2%} sharpe "
+            f"{oos['sharpe']:+.2f} max dd {oos['max_drawdown']:.2%} | buy and hold "
+            f"{bh['total_return']:+.2%}"
+        )
+    for scope, ev in sorted(view.montecarlo.items()):
+        st = ev["stats"]
+        print(
+            f"  Monte Carlo {scope}: {st['simulations']} sims, loss probability "
+            f"{st['loss_probability']:.1%}, median {st['median']:+.2%}, VaR95 {st['var_95']:+.2%}, "
+            f"CVaR95 {st['cvar_95']:+.2%}, max dd median {st['max_drawdown_median']:.2%}"
+        )
+    if status.get("error"):
+        print(f"  error: {status['error']}")
+    return 0
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    from engine.bench_train import bench_train
+
+    result = bench_train(n_envs=args.n_envs, repeats=args.repeats)
+    print(json.dumps(result, indent=None if args.json else 2, default=str))
+    return 0
+
+
+def _bench_montecarlo(args: argparse.Namespace) -> int:
+    from engine.bench_montecarlo import bench_montecarlo
+
+    result = bench_montecarlo(simulations=args.simulations, naive_simulations=args.naive)
+    print(json.dumps(result, indent=None if args.json else 2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ploutos", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"ploutos {__version__}")
@@ -324,6 +525,80 @@ def build_parser() -> argparse.ArgumentParser:
         help="time ta's slow PSAR on every ticker (~7 s each) so ta_reference_s covers all indicators",
     )
     benv.set_defaults(func=_bench_env)
+    btrain = bsub.add_parser(
+        "train", help="PPO timesteps/s: our batched env vs SubprocVecEnv of single envs"
+    )
+    btrain.add_argument("--json", action="store_true")
+    btrain.add_argument("--n-envs", type=int, default=16)
+    btrain.add_argument("--repeats", type=int, default=3)
+    btrain.set_defaults(func=_bench_train)
+    bmc = bsub.add_parser(
+        "montecarlo", help="Monte Carlo: batched simulations vs one predict loop per simulation"
+    )
+    bmc.add_argument("--json", action="store_true")
+    bmc.add_argument("--simulations", type=int, default=1000)
+    bmc.add_argument("--naive", type=int, default=20, help="simulations in the naive loop")
+    bmc.set_defaults(func=_bench_montecarlo)
+
+    def training_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, required=True, help="training YAML")
+        p.add_argument(
+            "--hardware", help="hardware profile (config/hardware.yaml); default: the config's"
+        )
+        p.add_argument(
+            "--ensemble", type=int, help="members per fold (overrides training.ensemble)"
+        )
+
+    plan = sub.add_parser("plan", help="the resolved hardware plan and the reason for each number")
+    training_args(plan)
+    plan.add_argument("--json", action="store_true")
+    plan.add_argument(
+        "--assume",
+        metavar="cpus=N,ram=SIZE[,gpu=SIZE]",
+        help="plan for another machine, e.g. cpus=256,ram=1T,gpu=24G (a RunPod RTX 3090 server)",
+    )
+    plan.add_argument(
+        "--obs-size", type=int, help="observation size when the dataset is not built here"
+    )
+    plan.set_defaults(func=_plan)
+    folds = sub.add_parser("folds", help="the walk-forward folds of a config")
+    folds.add_argument("--config", type=Path, required=True)
+    folds.add_argument("--json", action="store_true")
+    folds.set_defaults(func=_folds)
+
+    runs_dir = {
+        "type": Path,
+        "default": None,
+        "help": "runs folder (default $PLOUTOS_RUNS_DIR or ./runs)",
+    }
+    train = sub.add_parser("train", help="walk-forward ensemble training with Monte Carlo")
+    training_args(train)
+    train.add_argument("--algorithm", choices=["ppo", "recurrent_ppo"])
+    train.add_argument(
+        "--run-dir", type=Path, help="run folder (default: a new one under --runs-dir)"
+    )
+    train.add_argument("--runs-dir", **runs_dir)
+    train.add_argument("--detach", action="store_true", help="run in the background (own session)")
+    train.set_defaults(func=_train)
+    resume = sub.add_parser("resume", help="continue a stopped, failed or killed run")
+    resume.add_argument("run", help="run id or folder")
+    resume.add_argument("--runs-dir", **runs_dir)
+    resume.add_argument("--detach", action="store_true")
+    resume.set_defaults(func=_resume)
+    stop = sub.add_parser("stop", help="stop a run gracefully (members checkpoint first)")
+    stop.add_argument("run")
+    stop.add_argument("--runs-dir", **runs_dir)
+    stop.add_argument("--wait", type=float, default=0.0, help="seconds to wait for it to stop")
+    stop.set_defaults(func=_stop)
+    runs = sub.add_parser("runs", help="list runs and their state")
+    runs.add_argument("--runs-dir", **runs_dir)
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(func=_runs)
+    status = sub.add_parser("status", help="one run: members, folds, Monte Carlo")
+    status.add_argument("run")
+    status.add_argument("--runs-dir", **runs_dir)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
 
     thr = sub.add_parser(
         "threads", help="usable CPUs, thread limits and the sanitized BLAS settings"

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import ConfigError
 from engine.features import FeatureConfig
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -111,32 +113,47 @@ class PloutosConfig(_Strict):
 
 def load_config(path: str | Path) -> PloutosConfig:
     """Read and validate a YAML config; relative ``dataset_path`` is resolved against the cwd."""
+    raw, node = read_yaml(path)
+    return validate_yaml(PloutosConfig, raw, node, path)
+
+
+def read_yaml(path: str | Path, shown: str | Path | None = None) -> tuple[dict[str, Any], Any]:
+    """A YAML file's top-level mapping and its node tree (for line numbers in errors).
+
+    ``shown``: how the file is named in messages (default ``path``).
+    """
     path = Path(path)
+    shown = path if shown is None else shown
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
+        raise ConfigError(f"{shown}: file not found") from None
     try:
         raw = yaml.safe_load(text)
         node = yaml.compose(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        where = f"{shown}:{mark.line + 1}" if mark else str(shown)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+        raise ConfigError(f"{shown}: expected a mapping of keys at the top level")
+    return raw, node
+
+
+def validate_yaml(model: type[_M], raw: dict[str, Any], node: Any, shown: str | Path) -> _M:
+    """``model`` validated from ``raw``; a failure is one line naming the file, line and key."""
     try:
-        return PloutosConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_describe(path, node, err)) from None
+        raise ConfigError(describe_error(Path(shown), node, err)) from None
 
 
-def _describe(path: Path, node: yaml.Node | None, err: ValidationError) -> str:
+def describe_error(path: Path, node: yaml.Node | None, err: ValidationError) -> str:
     first = err.errors()[0]
     loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
     key = ".".join(str(p) for p in loc) or "(top level)"
-    line = _line_of(node, loc)
+    line = line_of(node, loc)
     where = f"{path}:{line}" if line else str(path)
     if first["type"] == "extra_forbidden":
         return f"{where}: unknown key {key!r}; remove it or check its spelling"
@@ -147,7 +164,7 @@ def _describe(path: Path, node: yaml.Node | None, err: ValidationError) -> str:
     return f"{where}: key {key!r}: {first['msg']}{shown}"
 
 
-def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
+def line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
     """1-based line of the deepest YAML node on ``loc`` that exists."""
     line = None
     for part in loc:

@@ -31,7 +31,8 @@ Accounting (all money in float64, in the same currency as ``initial_equity``):
 - Costs: ``rate = (commission_bps + slippage_bps) / 10_000`` of traded notional, on buys and
   sells alike. Slippage is charged like a fee rather than by moving the fill price (the same to
   first order, and simpler to audit). A sale of notional ``N`` credits ``N - N * rate`` to cash;
-  a purchase of notional ``N`` debits ``N + N * rate``.
+  a purchase of notional ``N`` debits ``N + N * rate``. A batch may scale the rate per
+  portfolio (:meth:`PortfolioBatch.set_cost_multipliers`, for Monte Carlo cost jitter).
 - Sells settle first, so their proceeds can pay for buys in the same step.
 - Not enough cash: when the buys of a step would cost more than the cash available, every buy of
   that step is scaled down by the same factor so that exactly all the cash is spent (cash is set
@@ -238,8 +239,10 @@ class PortfolioBatch:
                 self._trade_rows = np.zeros((n, n_tickers))
                 self._trade_mask = np.zeros((n_tickers, n))
 
-        self._rate = config.cost_rate
-        self._one_plus_rate = 1.0 + self._rate
+        # Cost rate: the config's scalar, or one rate per portfolio (set_cost_multipliers).
+        self._rate: float | np.ndarray = config.cost_rate
+        self._one_plus_rate: float | np.ndarray = 1.0 + config.cost_rate
+        self.cost_multipliers: np.ndarray | None = None
         self._ruin_level = config.ruin_fraction * config.initial_equity
         self._max_units = float(config.max_units_per_ticker)
 
@@ -367,6 +370,28 @@ class PortfolioBatch:
         self._paths_flat = paths.reshape(-1)
         self._path_rows = np.arange(self.n, dtype=np.int64) * paths.shape[1]
         self._last_obs_bar = int(paths.max())
+
+    def set_cost_multipliers(self, multipliers: np.ndarray | None) -> None:
+        """Charge portfolio ``i`` a cost rate of ``config.cost_rate * multipliers[i]`` from the
+        next step on (Monte Carlo cost jitter); ``None`` goes back to the config's scalar rate.
+
+        ``multipliers``: float64[n], finite and >= 0, copied. With every multiplier 1.0 the
+        results equal the scalar rate's bit for bit (``x * 1.0 == x``, and the step broadcasts
+        ``[n]`` rates exactly where it used the scalar).
+        """
+        if multipliers is None:
+            self._rate = self.config.cost_rate
+            self._one_plus_rate = 1.0 + self.config.cost_rate
+            self.cost_multipliers = None
+            return
+        mult = np.array(multipliers, dtype=np.float64)  # a copy: the caller may reuse theirs
+        if mult.shape != (self.n,) or not (np.isfinite(mult).all() and (mult >= 0).all()):
+            raise ConfigError(
+                f"cost multipliers must be {self.n} finite values >= 0, got shape {mult.shape}"
+            )
+        self.cost_multipliers = mult
+        self._rate = self.config.cost_rate * mult
+        self._one_plus_rate = 1.0 + self._rate
 
     # ---------------------------------------------------------------- dynamics
     def reset_rows(self, rows: np.ndarray, starts: np.ndarray | None) -> None:

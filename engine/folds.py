@@ -2,8 +2,9 @@
 
 Dates are cut on the calendar (``train_years`` of calendar time, ``test_months`` of calendar
 months) and turned into rows of the feature set with ``searchsorted`` on its UTC timestamps, so a
-fold means the same span whatever the session or the gaps. A fold exists only when its whole
-test window fits in the data; ``max_folds`` keeps the most recent ones.
+fold means the same span whatever the session or the gaps. Folds are anchored at the end of the
+data (the last test window ends with it) and step back while a whole train window fits;
+``max_folds`` keeps the most recent ones.
 """
 
 from __future__ import annotations
@@ -90,15 +91,22 @@ def make_folds(
             int(np.searchsorted(ts, hi.value // 1000, "left")),
         )
 
-    folds: list[Fold] = []
+    # Anchored at the end: the last test window ends with the data, so the most recent bars are
+    # always tested; earlier folds step back by step_months while their train window fits.
+    last_end = data_end.ceil("D")
+    spans = []
     k = 0
     while True:
-        train_start = first if expanding else first + pd.DateOffset(months=step_months * k)
-        train_end = first + train_len + pd.DateOffset(months=step_months * k)
-        test_start = train_end + embargo
-        test_end = test_start + test_len
-        if test_end > data_end:
+        test_end = last_end - pd.DateOffset(months=step_months * k)
+        test_start = test_end - test_len
+        train_end = test_start - embargo
+        train_start = first if expanding else train_end - train_len
+        if train_start < first or (expanding and train_end - train_len < first):
             break
+        spans.append((train_start, train_end, test_start, test_end))
+        k += 1
+    folds: list[Fold] = []
+    for train_start, train_end, test_start, test_end in reversed(spans):
         train_rows, test_rows = rows(train_start, train_end), rows(test_start, test_end)
         if train_rows[1] - train_rows[0] >= min_rows and test_rows[1] - test_rows[0] >= min_rows:
             folds.append(
@@ -112,13 +120,12 @@ def make_folds(
                     test_end=test_end.date().isoformat(),
                 )
             )
-        k += 1
     if not folds:
-        need_end = first + train_len + embargo + test_len
+        need_start = last_end - test_len - embargo - train_len
         raise ConfigError(
             f"{source}: key 'walk_forward.train_years': a {train_years:g}-year train window + "
             f"{embargo_days} days embargo + {test_months}-month test needs data from "
-            f"{first.date()} to {need_end.date()}, the features cover {first.date()} to "
+            f"{need_start.date()} to {last_end.date()}, the features cover {first.date()} to "
             f"{data_end.date()}; lower train_years/test_months or build more data"
         )
     if max_folds is not None and len(folds) > max_folds:
@@ -128,6 +135,21 @@ def make_folds(
             for i, f in enumerate(kept)
         ]
     return folds
+
+
+def walk_forward_folds(timestamps_us: np.ndarray, walk_forward: Any, source: str) -> list[Fold]:
+    """The folds of a config's ``walk_forward`` section (``engine.config.WalkForwardConfig``)."""
+    wf = walk_forward
+    return make_folds(
+        timestamps_us,
+        train_years=wf.train_years,
+        embargo_days=wf.embargo_days,
+        test_months=wf.test_months,
+        step_months=wf.step_months,
+        expanding=wf.expanding,
+        max_folds=wf.max_folds,
+        source=source,
+    )
 
 
 def format_folds(folds: Sequence[Fold]) -> str:

@@ -46,9 +46,10 @@ def test_max_folds_keeps_the_most_recent_and_renumbers_them():
     assert [f.test_rows for f in last] == [f.test_rows for f in every[-2:]]
 
 
-def test_a_test_window_past_the_data_is_never_a_fold():
+def test_the_last_test_window_ends_with_the_data_and_the_first_train_window_fits_in_it():
     folds = make_folds(TS, train_years=2, embargo_days=5, test_months=6, step_months=6)
-    assert pd.Timestamp(folds[-1].test_end, tz="UTC") <= pd.Timestamp("2025-01-01", tz="UTC")
+    assert folds[-1].test_end == "2025-01-01" and folds[-1].test_rows[1] == len(TS)
+    assert pd.Timestamp(folds[0].train_start) >= pd.Timestamp("2018-01-01")
 
 
 def test_a_train_window_longer_than_the_data_names_the_file_and_key():

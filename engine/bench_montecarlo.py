@@ -1,0 +1,169 @@
+"""Monte Carlo throughput benchmark: the batched run against the per-simulation predict loop.
+
+``bench_montecarlo`` returns a JSON-ready dict (``ploutos bench montecarlo --json``). It builds a
+synthetic market (random-walk prices, standard normal features) and an ensemble of freshly
+initialised members: throughput does not depend on the weights, so no training is needed. Both
+runs use the same plan (same seed), so the naive run's simulations are the first ones of the
+batched run, and the dict says whether their results agree.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from engine.bench_env import synthetic_market
+from engine.config import MonteCarloConfig
+from engine.env import PortfolioEnvConfig
+from engine.errors import ConfigError
+from engine.evaluate import EnsemblePolicy, Vote
+from engine.montecarlo import MonteCarloResult, run_monte_carlo, run_monte_carlo_naive
+from engine.vec_env import BatchedPortfolioVecEnv
+
+# Six months of regular-session hourly bars: ~126 trading days x 7 bars.
+DEFAULT_WINDOW_BARS = 882
+
+
+def _members(
+    algorithm: str,
+    members: int,
+    features: np.ndarray,
+    prices: np.ndarray,
+    config: PortfolioEnvConfig,
+    seed: int,
+    lstm_hidden_size: int,
+) -> list[BaseAlgorithm]:
+    env = BatchedPortfolioVecEnv(features, prices, 2, config, seed=seed)
+    common: dict[str, Any] = dict(n_steps=16, batch_size=32, device="cpu", verbose=0)
+    if algorithm == "ppo":
+        from stable_baselines3 import PPO
+
+        return [
+            PPO("MlpPolicy", env, seed=seed + j, policy_kwargs={"net_arch": [64, 64]}, **common)
+            for j in range(members)
+        ]
+    if algorithm == "recurrent_ppo":
+        from sb3_contrib import RecurrentPPO
+
+        kwargs = {"net_arch": [64, 64], "lstm_hidden_size": lstm_hidden_size}
+        return [
+            RecurrentPPO("MlpLstmPolicy", env, seed=seed + j, policy_kwargs=kwargs, **common)
+            for j in range(members)
+        ]
+    raise ConfigError(f"algorithm must be 'ppo' or 'recurrent_ppo', got {algorithm!r}")
+
+
+def bench_montecarlo(
+    simulations: int = 1000,
+    naive_simulations: int = 20,
+    members: int = 2,
+    algorithm: str = "ppo",
+    vote: Vote = "majority",
+    window_bars: int = DEFAULT_WINDOW_BARS,
+    n_tickers: int = 15,
+    n_features: int = 40,
+    lookback: int = 1,
+    repeats: int = 3,
+    naive_repeats: int = 1,
+    torch_threads: int | None = 1,
+    lstm_hidden_size: int = 64,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time :func:`engine.montecarlo.run_monte_carlo` (``simulations`` at once) against
+    :func:`engine.montecarlo.run_monte_carlo_naive` (its first ``naive_simulations``).
+
+    Args:
+        simulations: simulations of the batched run.
+        naive_simulations: simulations of the naive run (one at a time, slow).
+        members: ensemble members, ``algorithm`` ``"ppo"`` (MLP [64, 64]) or
+            ``"recurrent_ppo"`` (LSTM of ``lstm_hidden_size``, then MLP [64, 64]).
+        window_bars: bars of the test window (``window_bars - 1`` steps at most).
+        repeats, naive_repeats: timed runs of each; figures are medians.
+        torch_threads: ``torch.set_num_threads`` for the benchmark (restored after); the
+            default 1 is what training runs with (``ploutos train`` caps every BLAS/OpenMP
+            pool at 1 thread); ``None`` keeps this process's setting. On a small shared
+            machine 2 threads made the batched run 3-5x slower (OpenMP regions around
+            tiny tensor ops).
+
+    Returns a JSON-ready dict. ``*_bar_steps_per_s`` count the steps each simulation needs
+    (the sum of their lengths); the batched run also computes the steps of simulations that
+    ended early (``batched_steps_computed``), counted as waste, not as throughput.
+    """
+    if simulations < 1 or naive_simulations < 1 or repeats < 1 or naive_repeats < 1:
+        raise ConfigError("simulations, naive_simulations and repeats must be >= 1")
+    previous_threads = torch.get_num_threads()
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    try:
+        n_bars = window_bars + lookback + 64  # some history before the test window
+        features, prices = synthetic_market(n_bars, n_tickers, n_features, seed=seed)
+        config = PortfolioEnvConfig(lookback=lookback)
+        rows = (n_bars - window_bars, n_bars)
+        models = _members(algorithm, members, features, prices, config, seed, lstm_hidden_size)
+        policy = EnsemblePolicy(models, vote)
+        mc = MonteCarloConfig(simulations=simulations, seed=seed)
+
+        batched_times: list[float] = []
+        batched: MonteCarloResult | None = None
+        for _ in range(repeats):
+            start = time.perf_counter()
+            batched = run_monte_carlo(policy, features, prices, None, rows, config, mc)
+            batched_times.append(time.perf_counter() - start)
+        assert batched is not None
+        naive_times: list[float] = []
+        naive: MonteCarloResult | None = None
+        for _ in range(naive_repeats):
+            start = time.perf_counter()
+            naive = run_monte_carlo_naive(
+                models, features, prices, None, rows, config, mc, vote=vote, limit=naive_simulations
+            )
+            naive_times.append(time.perf_counter() - start)
+        assert naive is not None
+    finally:
+        threads_used = torch.get_num_threads()
+        torch.set_num_threads(previous_threads)
+
+    batched_s = statistics.median(batched_times)
+    naive_s = statistics.median(naive_times)
+    batched_rate = float(batched.lengths.sum()) / batched_s
+    naive_rate = float(naive.lengths.sum()) / naive_s
+    k = naive.simulations
+    diff = np.abs(naive.final_returns - batched.final_returns[:k])
+    return {
+        "algorithm": algorithm,
+        "members": members,
+        "vote": vote,
+        "net_arch": [64, 64],
+        "window_bars": window_bars,
+        "max_steps": window_bars - 1,
+        "n_tickers": n_tickers,
+        "n_features": n_features,
+        "lookback": lookback,
+        "obs_size": int(policy.models[0].observation_space.shape[0]),
+        "torch_threads": threads_used,
+        "simulations": simulations,
+        "naive_simulations": k,
+        "repeats": repeats,
+        "naive_repeats": naive_repeats,
+        "batched_wall_s": round(batched_s, 3),
+        "batched_wall_s_all": [round(t, 3) for t in batched_times],
+        "naive_wall_s": round(naive_s, 3),
+        "naive_wall_s_all": [round(t, 3) for t in naive_times],
+        "batched_bar_steps": int(batched.lengths.sum()),
+        "batched_steps_computed": int(batched.lengths.max()) * simulations,
+        "naive_bar_steps": int(naive.lengths.sum()),
+        "batched_bar_steps_per_s": round(batched_rate, 1),
+        "naive_bar_steps_per_s": round(naive_rate, 1),
+        "speedup": round(batched_rate / naive_rate, 2),
+        "naive_matches_batched": bool(
+            np.array_equal(naive.final_returns, batched.final_returns[:k])
+        ),
+        "naive_max_abs_diff": float(diff.max()),
+        "note": "medians over repeats; the naive run covers the first naive_simulations "
+        "simulations of the same plan",
+    }

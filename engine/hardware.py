@@ -1,0 +1,1001 @@
+"""The one place that turns a hardware profile and the machine into training numbers, with reasons.
+
+``resolve_plan`` reads a profile from ``config/hardware.yaml`` (fixed numbers or ``auto``), looks at
+the machine this process may really use (:func:`probe_machine`: CPU affinity and cgroup quota, RAM
+and its cgroup limit, GPUs through NVML and whether torch can use them) and returns a
+:class:`HardwarePlan`: ``n_envs``, ``n_steps``, ``batch_size``, ``parallel_members``,
+``torch_threads`` and ``device``, each with one sentence saying why. ``format_plan`` prints it
+(``ploutos plan``); ``check_thread_limits`` refuses a plan that would hit a thread limit.
+
+Rules for ``auto`` (constants below, every estimate deliberately on the generous side):
+
+* device: ``cuda`` when NVML sees a GPU and ``torch.cuda.is_available()``; else ``cpu``. A profile
+  that demands ``cuda`` on a machine without a usable GPU runs on ``cpu``, and its GPU-sized batch
+  is cut to the largest divisor of the rollout not above ``CPU_BATCH_CAP``.
+* n_envs: ``GPU_N_ENVS`` on cuda; on cpu 16 per usable CPU (rounded down to a power of two),
+  at most ``CPU_N_ENVS_MAX``. One member steps all its envs as one NumPy batch in one thread.
+* n_steps: ``N_STEPS[device, algorithm]``.
+* batch_size: the largest divisor of ``n_envs * n_steps`` not above ``CPU_BATCH_CAP`` on cpu; on
+  cuda not above ``GPU_BATCH_CAP``, halved (down to ``GPU_BATCH_FLOOR``) while the members that the
+  CPUs and RAM allow would not fit in the GPU's memory.
+* parallel_members: min(ensemble, CPU bound, RAM bound, VRAM bound on cuda, thread-limit bound),
+  at least 1. CPU bound: usable CPUs // (1 env-stepping thread + torch threads). RAM bound:
+  (``RAM_FRACTION`` x min(RAM, cgroup limit) - ``RAM_RESERVE``) // RAM per member, where a member
+  needs ``MEMBER_RAM_BASE`` (+ ``MEMBER_RAM_CUDA`` on cuda) + 2 x its rollout buffer
+  (n_envs x n_steps x (obs_size [+ 4 LSTM states]) x 4 bytes; SB3 copies it when it flattens).
+  VRAM bound: ``VRAM_FRACTION`` x GPU memory // VRAM per member, where a member needs
+  ``CUDA_CONTEXT_BYTES`` + 16 bytes per parameter (weights, gradients, two Adam moments) +
+  ``ALLOCATOR_SLACK`` x batch_size x floats kept for backward per sample x 4 bytes (the input, the
+  pre- and post-activation of every hidden layer of the actor and the critic, LSTM gates and
+  states for ``recurrent_ppo``).
+* torch_threads: 1 on cuda (the GPU does the maths); on cpu the spare cores go to torch:
+  max(1, min(``TORCH_THREADS_MAX``, usable CPUs // parallel_members - 1)), so that
+  parallel_members x (1 + torch_threads) <= max(usable CPUs, 2).
+
+``obs_size`` unknown means ``DEFAULT_OBS_SIZE`` is assumed for the memory estimates (and said so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+from engine.config import line_of, read_yaml, validate_yaml
+from engine.errors import ConfigError
+from engine.threads import ThreadLimits, _cgroup_cpu_quota, thread_limits, usable_cpus
+
+MiB, GiB = 1024**2, 1024**3
+
+FIELDS: tuple[str, ...] = (
+    "device",
+    "n_envs",
+    "n_steps",
+    "batch_size",
+    "parallel_members",
+    "torch_threads",
+)
+ALGORITHMS: tuple[str, ...] = ("ppo", "recurrent_ppo")
+
+CPU_BATCH_CAP = 4096  # GPU-sized batches only on a GPU
+GPU_BATCH_CAP = 65536  # the seed's batch on a 24 GB RTX 3090
+GPU_BATCH_FLOOR = 4096
+GPU_N_ENVS = 256
+CPU_N_ENVS_MAX = 64
+CPU_N_ENVS_PER_CPU = 16
+N_STEPS: dict[tuple[str, str], int] = {
+    ("cpu", "ppo"): 512,
+    ("cpu", "recurrent_ppo"): 512,
+    ("cuda", "ppo"): 4096,  # the seed's rollout
+    ("cuda", "recurrent_ppo"): 2048,  # its buffer also keeps 4 LSTM states per step
+}
+TORCH_THREADS_MAX = 8  # more intra-op threads hardly speed up 64..512-wide layers
+MEMBER_RAM_BASE = 1.5 * GiB  # python + torch + SB3 + its view of the dataset
+MEMBER_RAM_CUDA = 1 * GiB  # CUDA libraries and staging buffers in host memory
+RAM_FRACTION = 0.85
+RAM_RESERVE = 1 * GiB  # orchestrator and OS
+CUDA_CONTEXT_BYTES = 500 * MiB  # per process: context, cuBLAS/cuDNN workspaces, kernels
+VRAM_FRACTION = 0.9
+ALLOCATOR_SLACK = 1.2  # PyTorch's caching allocator fragments
+DEFAULT_OBS_SIZE = 512
+LSTM_HIDDEN = 256  # sb3-contrib's default lstm_hidden_size (actor and critic LSTM)
+# Threads of one member process besides its torch threads: the main thread steps the envs and runs
+# torch's first intra-op thread, plus the multiprocessing queue feeder, progress/logging, one
+# spare; CUDA adds its driver's event/callback threads.
+MEMBER_EXTRA_THREADS = 3
+CUDA_EXTRA_THREADS = 4
+ORCHESTRATOR_THREADS = 8  # plus one per member (result/pipe reader)
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    memory_total_bytes: int
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """What this process may use. ``probe_machine`` reads it; tests build fake ones."""
+
+    usable_cpus: int
+    host_cpus: int
+    ram_total_bytes: int
+    ram_limit_bytes: int | None = None
+    gpus: tuple[GpuInfo, ...] = ()
+    thread_limits: ThreadLimits = ThreadLimits(None, None, None)
+    cuda_usable: bool = False  # torch.cuda.is_available() (only asked when NVML saw a GPU)
+    affinity_cpus: int | None = None
+    cpu_quota: float | None = None  # cgroup cpu.max in CPUs, None when unlimited
+    gpu_note: str = ""  # why no GPU is usable, or the torch/CUDA version when one is
+
+    @property
+    def ram_bytes(self) -> int:
+        """RAM this process may use: the total, or the cgroup limit when that is smaller."""
+        if self.ram_limit_bytes is None:
+            return self.ram_total_bytes
+        return min(self.ram_total_bytes, self.ram_limit_bytes)
+
+    @property
+    def usable_gpus(self) -> tuple[GpuInfo, ...]:
+        return self.gpus if self.cuda_usable else ()
+
+    def cpu_description(self) -> str:
+        parts = [f"affinity {self.affinity_cpus if self.affinity_cpus else '?'}"]
+        parts.append(
+            "no cgroup cpu quota"
+            if self.cpu_quota is None
+            else f"cgroup cpu.max {self.cpu_quota:g}"
+        )
+        return f"{self.usable_cpus} usable CPUs ({', '.join(parts)})"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "usable_cpus": self.usable_cpus,
+            "host_cpus": self.host_cpus,
+            "affinity_cpus": self.affinity_cpus,
+            "cpu_quota": self.cpu_quota,
+            "ram_total_bytes": self.ram_total_bytes,
+            "ram_limit_bytes": self.ram_limit_bytes,
+            "gpus": [asdict(g) for g in self.gpus],
+            "cuda_usable": self.cuda_usable,
+            "gpu_note": self.gpu_note,
+            "thread_limits": {
+                "ulimit_u": self.thread_limits.ulimit_u,
+                "pids_max": self.thread_limits.pids_max,
+                "threads_max": self.thread_limits.threads_max,
+            },
+        }
+
+
+_V1_UNLIMITED = 2**62  # cgroup v1 reports "no limit" as LONG_MAX rounded down to a page
+
+
+def assumed_machine(spec: str) -> MachineInfo:
+    """A machine described on the command line, to plan a rental before paying for it.
+
+    ``spec``: comma-separated ``cpus=N``, ``ram=SIZE`` and optionally ``gpu=SIZE`` (one CUDA GPU
+    of that memory), sizes with a ``G`` or ``T`` suffix, e.g. ``cpus=256,ram=1T,gpu=24G`` (a
+    RunPod server with an RTX 3090). Thread limits are taken as unlimited.
+    """
+    units = {"G": 1024**3, "T": 1024**4}
+    fields: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in ("cpus", "ram", "gpu"):
+            raise ConfigError(
+                f"--assume {spec!r}: expected cpus=N,ram=SIZE[,gpu=SIZE] (e.g. "
+                "cpus=256,ram=1T,gpu=24G), got {part!r}"
+            )
+        fields[key] = value.strip().upper()
+
+    def size(key: str) -> int:
+        value = fields[key]
+        try:
+            return int(float(value[:-1]) * units[value[-1]])
+        except (KeyError, ValueError, IndexError):
+            raise ConfigError(
+                f"--assume: {key}={value!r} is not a size; write it like 24G or 1T"
+            ) from None
+
+    if "cpus" not in fields or "ram" not in fields:
+        raise ConfigError("--assume needs at least cpus=N and ram=SIZE (e.g. cpus=256,ram=1T)")
+    if not fields["cpus"].isdigit() or int(fields["cpus"]) < 1:
+        raise ConfigError(f"--assume: cpus={fields['cpus']!r} is not a positive integer")
+    cpus = int(fields["cpus"])
+    gpus = (GpuInfo(0, "assumed GPU", size("gpu")),) if "gpu" in fields else ()
+    return MachineInfo(
+        usable_cpus=cpus,
+        host_cpus=cpus,
+        ram_total_bytes=size("ram"),
+        gpus=gpus,
+        cuda_usable=bool(gpus),
+        affinity_cpus=cpus,
+        gpu_note="assumed on the command line" if gpus else "no GPU assumed",
+    )
+
+
+def _cgroup_memory_limit(root: Path) -> int | None:
+    """cgroup v2 ``memory.max`` or v1 ``memory/memory.limit_in_bytes``; None when unlimited."""
+    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            continue
+        return value if 0 < value < _V1_UNLIMITED else None
+    return None
+
+
+def _visible_gpus(
+    found: list[tuple[GpuInfo, str]], cuda_visible: str | None
+) -> tuple[GpuInfo, ...]:
+    """The GPUs that ``CUDA_VISIBLE_DEVICES`` (indices or UUIDs) leaves visible, in its order.
+
+    NVML lists every GPU of the host; CUDA stops at the first entry it cannot match.
+    """
+    if cuda_visible is None:
+        return tuple(gpu for gpu, _uuid in found)
+    visible: list[GpuInfo] = []
+    for token in (t.strip() for t in cuda_visible.split(",")):
+        match = None
+        if token.isdigit():
+            match = next((g for g, _u in found if g.index == int(token)), None)
+        elif token and not token.startswith("-"):
+            match = next(
+                (g for g, u in found if u.startswith(token) or u.startswith(f"GPU-{token}")), None
+            )
+        if match is None:
+            break
+        visible.append(match)
+    return tuple(visible)
+
+
+def _probe_gpus() -> tuple[tuple[GpuInfo, ...], str]:
+    """GPUs NVML sees (``()`` on any NVML problem) and a note on why there are none."""
+    try:
+        import pynvml
+    except ImportError:
+        return (), "nvidia-ml-py is not installed"
+    try:
+        pynvml.nvmlInit()
+    except Exception as err:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
+        return (), f"NVML unavailable: {err}"
+    found: list[tuple[GpuInfo, str]] = []
+    try:
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name = pynvml.nvmlDeviceGetName(handle)
+            uuid = pynvml.nvmlDeviceGetUUID(handle)
+            total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+            found.append((GpuInfo(index=i, name=name, memory_total_bytes=total), uuid))
+    except Exception as err:
+        return (), f"NVML failed listing GPUs: {err}"
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+    gpus = _visible_gpus(found, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if not gpus:
+        hidden = " (hidden by CUDA_VISIBLE_DEVICES)" if found else ""
+        return (), f"NVML sees no GPU{hidden}"
+    return gpus, ""
+
+
+def _torch_cuda() -> tuple[bool, str]:
+    try:
+        import torch
+    except ImportError:
+        return False, "torch is not installed"
+    try:
+        ok = bool(torch.cuda.is_available())
+    except Exception as err:
+        return False, f"torch.cuda failed: {err}"
+    if not ok:
+        return False, f"torch {torch.__version__} has no usable CUDA (CPU-only build or old driver)"
+    return True, f"torch {torch.__version__}, CUDA {torch.version.cuda}"
+
+
+def probe_machine(cgroup_root: Path = Path("/sys/fs/cgroup")) -> MachineInfo:
+    """Read the machine for real; never raises for a missing GPU, driver or cgroup file."""
+    import psutil
+
+    try:
+        affinity: int | None = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        affinity = None
+    gpus, note = _probe_gpus()
+    cuda = False
+    if gpus:  # torch is only imported (seconds) when there is a GPU to ask about
+        cuda, note = _torch_cuda()
+    return MachineInfo(
+        usable_cpus=usable_cpus(cgroup_root),
+        host_cpus=os.cpu_count() or 1,
+        ram_total_bytes=int(psutil.virtual_memory().total),
+        ram_limit_bytes=_cgroup_memory_limit(cgroup_root),
+        gpus=gpus,
+        thread_limits=thread_limits(cgroup_root),
+        cuda_usable=cuda,
+        affinity_cpus=affinity,
+        cpu_quota=_cgroup_cpu_quota(cgroup_root),
+        gpu_note=note,
+    )
+
+
+# --------------------------------------------------------------------------- hardware.yaml
+
+
+def _count(minimum: int) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PydanticCustomError("count", f"expected a whole number >= {minimum} or 'auto'")
+        if value < minimum:
+            raise PydanticCustomError("count", f"must be at least {minimum} (or 'auto')")
+        return value
+
+    return BeforeValidator(check)
+
+
+Count = Annotated[int | Literal["auto"], _count(1)]
+BatchSize = Annotated[int | Literal["auto"], _count(2)]  # SB3's PPO refuses a batch of 1
+
+
+class HardwareProfile(BaseModel):
+    """One profile; a key left out means ``auto``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_envs: Count = "auto"
+    n_steps: Count = "auto"
+    batch_size: BatchSize = "auto"
+    parallel_members: Count = "auto"
+    torch_threads: Count = "auto"
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+
+
+class HardwareFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profiles: dict[str, HardwareProfile] = Field(min_length=1)
+
+
+def default_hardware_file() -> Path:
+    """``config/hardware.yaml`` of this repository, else of the current directory."""
+    repo = Path(__file__).resolve().parents[1] / "config" / "hardware.yaml"
+    return repo if repo.is_file() else Path("config") / "hardware.yaml"
+
+
+def _shown(path: Path) -> Path:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def _largest_divisor(n: int, cap: int) -> int:
+    return max(d for d in _divisors(n) if d <= cap)
+
+
+def _nearest_divisor(n: int, wanted: int) -> int:
+    candidates = [d for d in _divisors(n) if d > 1] or [n]
+    return min(candidates, key=lambda d: (abs(d - wanted), -d))
+
+
+def _not_dividing(where: str, key: str, batch: int, n_envs: int, n_steps: int) -> ConfigError:
+    rollout = n_envs * n_steps
+    return ConfigError(
+        f"{where}: key {key!r}: {batch} does not divide n_envs x n_steps = {rollout}; "
+        f"use a divisor such as {_nearest_divisor(rollout, batch)}"
+    )
+
+
+def load_hardware_profiles(path: Path | None = None) -> dict[str, HardwareProfile]:
+    """Read and validate the hardware file; fixed numbers are checked against each other."""
+    path = default_hardware_file() if path is None else Path(path)
+    shown = _shown(path)
+    raw, node = read_yaml(path, shown)
+    parsed = validate_yaml(HardwareFile, raw, node, shown)
+    for name, prof in parsed.profiles.items():
+        b, e, s = prof.batch_size, prof.n_envs, prof.n_steps
+        if isinstance(b, int) and isinstance(e, int) and isinstance(s, int) and (e * s) % b:
+            line = line_of(node, ["profiles", name, "batch_size"])
+            where = f"{shown}:{line}" if line else str(shown)
+            raise _not_dividing(where, f"profiles.{name}.batch_size", b, e, s)
+    return dict(parsed.profiles)
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class HardwarePlan:
+    """Resolved numbers for one training run, each with the reason it was chosen."""
+
+    profile: str
+    n_envs: int
+    n_steps: int
+    batch_size: int
+    parallel_members: int
+    torch_threads: int
+    device: str
+    reasons: dict[str, str]
+    planned_threads: int
+    machine: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+    inputs: dict[str, Any] = field(default_factory=dict)  # ensemble, algorithm, net_arch, obs_size
+
+    @property
+    def rollout_size(self) -> int:
+        return self.n_envs * self.n_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["warnings"] = list(self.warnings)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HardwarePlan:
+        data = dict(data)
+        data["warnings"] = tuple(data.get("warnings", ()))
+        data.setdefault("inputs", {})
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+def _gib(n: float) -> str:
+    return f"{n / GiB:.1f} GiB"
+
+
+def _mlp_params(n_in: int, arch: Sequence[int]) -> int:
+    total, prev = 0, n_in
+    for width in arch:
+        total += prev * width + width
+        prev = width
+    return total
+
+
+def member_vram_bytes(
+    batch_size: int, net_arch: Sequence[int], obs_size: int, algorithm: str
+) -> int:
+    """GPU memory one member needs while it trains on a mini-batch (see the module docstring)."""
+    if algorithm == "recurrent_ppo":
+        h = LSTM_HIDDEN
+        lstm = 4 * (obs_size * h + h * h + 2 * h)
+        params = 2 * (lstm + _mlp_params(h, net_arch))
+        per_sample = obs_size + 2 * 6 * h + 4 * sum(net_arch)
+    else:
+        params = 2 * _mlp_params(obs_size, net_arch)
+        per_sample = obs_size + 4 * sum(net_arch)
+    return int(CUDA_CONTEXT_BYTES + 16 * params + ALLOCATOR_SLACK * batch_size * per_sample * 4)
+
+
+def member_ram_bytes(n_envs: int, n_steps: int, obs_size: int, algorithm: str, device: str) -> int:
+    """Host memory one member needs (see the module docstring)."""
+    per_step = obs_size + (4 * LSTM_HIDDEN if algorithm == "recurrent_ppo" else 0) + 8
+    buffer = n_envs * n_steps * per_step * 4
+    base = MEMBER_RAM_BASE + (MEMBER_RAM_CUDA if device == "cuda" else 0)
+    return int(base + 2 * buffer)
+
+
+def _threads_per_member(torch_threads: int, device: str) -> int:
+    cuda = CUDA_EXTRA_THREADS if device == "cuda" else 0
+    return torch_threads + MEMBER_EXTRA_THREADS + cuda + 1  # + its reader in the orchestrator
+
+
+def planned_threads(parallel_members: int, torch_threads: int, device: str) -> int:
+    """Threads the run creates at peak, with every BLAS/OpenMP pool capped (engine.threads)."""
+    per = _threads_per_member(torch_threads, device)
+    return parallel_members * per + ORCHESTRATOR_THREADS
+
+
+def thread_margin(limit: int) -> int:
+    return max(32, limit // 10)
+
+
+_LIMIT_NAMES = {
+    "ulimit_u": "ulimit -u",
+    "pids_max": "cgroup pids.max",
+    "threads_max": "kernel threads-max",
+}
+
+
+def _tightest_named(limits: ThreadLimits) -> tuple[str, int] | None:
+    named = [(getattr(limits, k), k) for k in _LIMIT_NAMES if getattr(limits, k)]
+    if not named:
+        return None
+    value, key = min(named)
+    return _LIMIT_NAMES[key], value
+
+
+def _check_inputs(
+    ensemble: int, algorithm: str, net_arch: Sequence[int], obs_size: int | None
+) -> None:
+    if isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1:
+        raise ConfigError(f"ensemble must be a whole number >= 1 (got {ensemble!r})")
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+    if not net_arch or any(
+        isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in net_arch
+    ):
+        raise ConfigError(f"net_arch must be a list of layer widths >= 1 (got {list(net_arch)!r})")
+    if obs_size is not None and (isinstance(obs_size, bool) or obs_size < 1):
+        raise ConfigError(f"obs_size must be >= 1 (got {obs_size!r})")
+
+
+def _apply_overrides(
+    profile: HardwareProfile, overrides: Mapping[str, int | str | None] | None
+) -> tuple[HardwareProfile, set[str]]:
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(given) - set(FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"override {unknown[0]!r} is not a hardware setting; use one of {', '.join(FIELDS)}"
+        )
+    try:
+        merged = HardwareProfile.model_validate({**profile.model_dump(), **given})
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        got = first.get("input")
+        raise ConfigError(f"override {key!r}: {first['msg']} (got {got!r})") from None
+    return merged, set(given)
+
+
+def resolve_plan(
+    profile: str,
+    *,
+    ensemble: int,
+    algorithm: str = "ppo",
+    net_arch: Sequence[int] = (64, 64),
+    obs_size: int | None = None,
+    machine: MachineInfo | None = None,
+    hardware_file: Path | None = None,
+    overrides: Mapping[str, int | str | None] | None = None,
+) -> HardwarePlan:
+    """THE hardware decision: the profile's fixed numbers, ``auto`` ones derived from ``machine``.
+
+    ``overrides`` (CLI flags; ``None`` values are ignored) replace the profile's values first and
+    are validated the same way. Raises ``ConfigError`` for a bad file, profile name or override.
+    """
+    _check_inputs(ensemble, algorithm, net_arch, obs_size)
+    path = default_hardware_file() if hardware_file is None else Path(hardware_file)
+    profiles = load_hardware_profiles(path)
+    if profile not in profiles:
+        raise ConfigError(
+            f"{_shown(path)}: unknown hardware profile {profile!r}; "
+            f"available: {', '.join(sorted(profiles))}"
+        )
+    spec, overridden = _apply_overrides(profiles[profile], overrides)
+    machine = probe_machine() if machine is None else machine
+    plan = _Resolver(
+        spec, overridden, profile, ensemble, algorithm, tuple(net_arch), obs_size, machine
+    ).resolve()
+    assert plan.rollout_size % plan.batch_size == 0, plan
+    return plan
+
+
+def _allow(bound: str) -> str:
+    return f"{bound} allow" if bound == "CPUs" else f"{bound} allows"
+
+
+class _Resolver:
+    """The auto rules, step by step (one object so each step can read the earlier results)."""
+
+    def __init__(
+        self,
+        spec: HardwareProfile,
+        overridden: set[str],
+        profile: str,
+        ensemble: int,
+        algorithm: str,
+        net_arch: tuple[int, ...],
+        obs_size: int | None,
+        machine: MachineInfo,
+    ) -> None:
+        self.spec, self.overridden, self.profile = spec, overridden, profile
+        self.ensemble, self.algorithm, self.net_arch = ensemble, algorithm, net_arch
+        self.machine = machine
+        self.obs_known = obs_size is not None
+        self.obs = obs_size if obs_size is not None else DEFAULT_OBS_SIZE
+        self.reasons: dict[str, str] = {}
+        self.warnings: list[str] = []
+
+    def _fixed(self, key: str) -> str:
+        return "override" if key in self.overridden else f"profile {self.profile!r}"
+
+    def _obs_note(self) -> str:
+        return f"obs {self.obs}" if self.obs_known else f"obs size unknown, assumed {self.obs}"
+
+    # ---- device
+    def device(self) -> tuple[str, bool]:
+        m, want = self.machine, self.spec.device
+        gpus = m.usable_gpus
+        if gpus:
+            g = gpus[0]
+            have = f"GPU {g.index} {g.name} ({_gib(g.memory_total_bytes)}) usable by torch"
+        elif m.gpus:
+            have = f"NVML sees {len(m.gpus)} GPU(s) but torch cannot use them ({m.gpu_note})"
+        else:
+            have = f"no GPU ({m.gpu_note})" if m.gpu_note else "no GPU"
+        if want == "auto":
+            device = "cuda" if gpus else "cpu"
+            self.reasons["device"] = f"auto: {have}"
+            return device, False
+        if want == "cuda" and not gpus:
+            self.reasons["device"] = (
+                f"{self._fixed('device')} asks for cuda but {have}: runs on cpu"
+            )
+            self.warnings.append(f"no usable GPU: the cuda profile {self.profile!r} runs on cpu")
+            return "cpu", True
+        self.reasons["device"] = f"{self._fixed('device')} sets {want}"
+        return want, False
+
+    # ---- n_envs / n_steps
+    def n_envs(self, device: str) -> int:
+        if self.spec.n_envs != "auto":
+            self.reasons["n_envs"] = f"{self._fixed('n_envs')} sets {self.spec.n_envs}"
+            return int(self.spec.n_envs)
+        if device == "cuda":
+            self.reasons["n_envs"] = (
+                f"auto: {GPU_N_ENVS} on cuda; one NumPy thread steps them all as a batch and the "
+                "big rollout feeds GPU-sized batches"
+            )
+            return GPU_N_ENVS
+        n = min(CPU_N_ENVS_MAX, CPU_N_ENVS_PER_CPU * _pow2_floor(self.machine.usable_cpus))
+        self.reasons["n_envs"] = (
+            f"auto: {CPU_N_ENVS_PER_CPU} per usable CPU (power of two), at most {CPU_N_ENVS_MAX} "
+            f"on cpu; one NumPy thread steps them all as a batch -> {n}"
+        )
+        return n
+
+    def n_steps(self, device: str) -> int:
+        if self.spec.n_steps != "auto":
+            self.reasons["n_steps"] = f"{self._fixed('n_steps')} sets {self.spec.n_steps}"
+            return int(self.spec.n_steps)
+        n = N_STEPS[(device, self.algorithm)]
+        why = {
+            ("cpu", "ppo"): "short rollouts keep the updates frequent on cpu",
+            ("cpu", "recurrent_ppo"): "short rollouts keep the updates frequent on cpu",
+            ("cuda", "ppo"): "long rollouts amortise the CPU/GPU hand-over (the seed's value)",
+            ("cuda", "recurrent_ppo"): "half of ppo's: its buffer also keeps 4 LSTM states a step",
+        }[(device, self.algorithm)]
+        self.reasons["n_steps"] = f"auto: {n} for {self.algorithm} on {device}; {why}"
+        return n
+
+    def fit_fixed_batch(self, batch: int, n_envs: int, n_steps: int) -> tuple[int, int]:
+        """Make an auto n_steps (or n_envs) a multiple that a fixed batch_size divides."""
+        if (n_envs * n_steps) % batch == 0:
+            return n_envs, n_steps
+        # Fixed values from the file alone were checked when it was loaded: an override is involved.
+        where = f"hardware profile {self.profile!r} with overrides"
+        if self.spec.n_steps == "auto":
+            step = batch // math.gcd(batch, n_envs)
+            new = -(-n_steps // step) * step
+            self.reasons["n_steps"] += (
+                f"; raised to {new} so batch_size {batch} divides the rollout"
+            )
+            return n_envs, new
+        if self.spec.n_envs == "auto":
+            step = batch // math.gcd(batch, n_steps)
+            new = -(-n_envs // step) * step
+            self.reasons["n_envs"] += f"; raised to {new} so batch_size {batch} divides the rollout"
+            return new, n_steps
+        raise _not_dividing(where, "batch_size", batch, n_envs, n_steps)
+
+    # ---- members and batch
+    def cpu_bound(self, torch_threads: int) -> int:
+        return max(1, self.machine.usable_cpus // (1 + torch_threads))
+
+    def ram_bound(self, per_member: int) -> int:
+        budget = RAM_FRACTION * self.machine.ram_bytes - RAM_RESERVE
+        return max(1, int(budget // per_member))
+
+    def vram_budget(self) -> int:
+        return int(VRAM_FRACTION * self.machine.usable_gpus[0].memory_total_bytes)
+
+    def thread_bound(self, torch_threads: int, device: str) -> int | None:
+        tight = self.machine.thread_limits.tightest
+        if tight is None:
+            return None
+        budget = tight - thread_margin(tight) - ORCHESTRATOR_THREADS
+        return max(1, budget // _threads_per_member(torch_threads, device))
+
+    def batch_size(
+        self, device: str, fallback: bool, n_envs: int, n_steps: int, wanted_members: int
+    ) -> int:
+        rollout = n_envs * n_steps
+        fixed = self.spec.batch_size
+        if fixed != "auto" and fallback:
+            batch = _largest_divisor(rollout, min(int(fixed), CPU_BATCH_CAP))
+            self.reasons["batch_size"] = (
+                f"{self._fixed('batch_size')} sets {fixed} for a GPU; on cpu the largest divisor "
+                f"of the rollout {rollout} not above {CPU_BATCH_CAP} (GPU-sized batches only on a "
+                f"GPU) -> {batch}"
+            )
+        elif fixed != "auto":
+            batch = int(fixed)
+            self.reasons["batch_size"] = (
+                f"{self._fixed('batch_size')} sets {batch}; divides the rollout {rollout}"
+            )
+        elif device == "cpu":
+            batch = _largest_divisor(rollout, CPU_BATCH_CAP)
+            self.reasons["batch_size"] = (
+                f"auto: largest divisor of the rollout {n_envs} x {n_steps} = {rollout} "
+                f"not above {CPU_BATCH_CAP} on cpu -> {batch}"
+            )
+        else:
+            largest = batch = _largest_divisor(rollout, GPU_BATCH_CAP)
+            budget = self.vram_budget()
+            while (
+                batch > GPU_BATCH_FLOOR
+                and budget // member_vram_bytes(batch, self.net_arch, self.obs, self.algorithm)
+                < wanted_members
+            ):
+                batch = _largest_divisor(rollout, batch // 2)
+            shrunk = (
+                f", halved until {wanted_members} members fit in the GPU's memory"
+                if batch < largest
+                else ""
+            )
+            self.reasons["batch_size"] = (
+                f"auto: largest divisor of the rollout {n_envs} x {n_steps} = {rollout} not above "
+                f"{GPU_BATCH_CAP} on cuda{shrunk} -> {batch}"
+            )
+        if batch < 2:
+            raise ConfigError(
+                f"n_envs x n_steps = {rollout} has no divisor between 2 and the batch cap; "
+                "choose n_envs and n_steps with small factors (powers of two)"
+            )
+        return batch
+
+    def parallel_members(self, bounds: dict[str, int], details: dict[str, str], wanted: int) -> int:
+        machine_bounds = [k for k in bounds if k != "ensemble"]
+        if self.spec.parallel_members != "auto":
+            capped = int(self.spec.parallel_members) > self.ensemble
+            self.reasons["parallel_members"] = (
+                f"{self._fixed('parallel_members')} sets {self.spec.parallel_members}"
+                + (f", capped by ensemble {self.ensemble}" if capped else "")
+            )
+            self.warnings.extend(
+                f"parallel_members {wanted} is more than the {_allow(k)} {bounds[k]} = {details[k]}"
+                for k in machine_bounds
+                if wanted > bounds[k]
+            )
+            return wanted
+        pm = max(1, min(bounds.values()))
+        limiting = min(bounds, key=lambda k: bounds[k])
+        listed = "; ".join(f"{_allow(k)} {bounds[k]} = {details[k]}" for k in machine_bounds)
+        self.reasons["parallel_members"] = (
+            f"auto: {listed}; ensemble {self.ensemble} -> {pm} at once, limited by "
+            + ("the ensemble" if limiting == "ensemble" else f"the {limiting}")
+        )
+        return pm
+
+    def torch_threads(self, device: str, pm: int) -> int:
+        if self.spec.torch_threads != "auto":
+            self.reasons["torch_threads"] = (
+                f"{self._fixed('torch_threads')} sets {self.spec.torch_threads}"
+            )
+            return int(self.spec.torch_threads)
+        if device == "cuda":
+            self.reasons["torch_threads"] = (
+                "auto: 1 on cuda; the GPU does the maths, more CPU threads would only spin"
+            )
+            return 1
+        usable = self.machine.usable_cpus
+        tt = max(1, min(TORCH_THREADS_MAX, usable // pm - 1))
+        note = ""
+        while tt > 1 and (self.thread_bound(tt, device) or pm) < pm:
+            tt -= 1
+            note = ", lowered to fit the thread limit"
+        self.reasons["torch_threads"] = (
+            f"auto: spare cores go to torch: max(1, min({TORCH_THREADS_MAX}, {usable} usable "
+            f"CPUs // {pm} members - 1 env-stepping thread)) -> {tt}{note}"
+        )
+        return tt
+
+    def resolve(self) -> HardwarePlan:
+        m = self.machine
+        device, fallback = self.device()
+        n_envs, n_steps = self.n_envs(device), self.n_steps(device)
+        if self.spec.batch_size != "auto" and not fallback:
+            n_envs, n_steps = self.fit_fixed_batch(int(self.spec.batch_size), n_envs, n_steps)
+        if n_envs * n_steps < 2:
+            raise ConfigError("n_envs x n_steps must be at least 2 (PPO needs a batch of 2)")
+
+        # Members are sized with the fixed torch threads, or 1 (spare cores go to torch after).
+        tt = int(self.spec.torch_threads) if self.spec.torch_threads != "auto" else 1
+        ram_member = member_ram_bytes(n_envs, n_steps, self.obs, self.algorithm, device)
+        limited = m.ram_limit_bytes is not None and m.ram_limit_bytes < m.ram_total_bytes
+        bounds = {
+            "ensemble": self.ensemble,
+            "CPUs": self.cpu_bound(tt),
+            "RAM": self.ram_bound(ram_member),
+        }
+        details = {
+            "CPUs": f"{m.cpu_description()} // {1 + tt} threads each (1 env-stepping + {tt} torch)",
+            "RAM": f"({RAM_FRACTION:g} x {_gib(m.ram_bytes)}{' (cgroup limit)' if limited else ''}"
+            f" - {_gib(RAM_RESERVE)}) // ~{_gib(ram_member)} each ({self._obs_note()})",
+        }
+        thr_b = self.thread_bound(tt, device)
+        named = _tightest_named(m.thread_limits)
+        if thr_b is not None and named is not None:
+            bounds["thread limit"] = thr_b
+            details["thread limit"] = (
+                f"({named[0]} {named[1]} - margin {thread_margin(named[1])} - "
+                f"{ORCHESTRATOR_THREADS}) // {_threads_per_member(tt, device)} threads each"
+            )
+        if self.spec.parallel_members != "auto":
+            wanted = min(int(self.spec.parallel_members), self.ensemble)
+        else:
+            wanted = min(bounds.values())
+
+        batch = self.batch_size(device, fallback, n_envs, n_steps, wanted)
+        if device == "cuda":
+            gpu = m.usable_gpus[0]
+            vram_member = member_vram_bytes(batch, self.net_arch, self.obs, self.algorithm)
+            bounds["VRAM"] = max(1, self.vram_budget() // vram_member)
+            details["VRAM"] = (
+                f"{VRAM_FRACTION:g} x {_gib(gpu.memory_total_bytes)} of GPU {gpu.index} // "
+                f"~{_gib(vram_member)} each (CUDA context {CUDA_CONTEXT_BYTES // MiB} MiB + "
+                f"batch {batch} through net {'x'.join(map(str, self.net_arch))}, "
+                f"{self._obs_note()})"
+            )
+        pm = self.parallel_members(bounds, details, wanted)
+        if ram_member > RAM_FRACTION * m.ram_bytes - RAM_RESERVE:
+            self.warnings.append(
+                f"one member needs ~{_gib(ram_member)} but only {_gib(m.ram_bytes)} of RAM is "
+                "usable: lower n_envs or n_steps"
+            )
+        tt = self.torch_threads(device, pm)
+        if pm * (1 + tt) > max(m.usable_cpus, 2):
+            self.warnings.append(
+                f"{pm} members x (1 + {tt} torch threads) = {pm * (1 + tt)} busy threads on "
+                f"{m.usable_cpus} usable CPUs: oversubscribed, expect slow steps"
+            )
+        per = _threads_per_member(tt, device)
+        self.reasons["planned_threads"] = (
+            f"{pm} members x {per} ({tt} torch + {MEMBER_EXTRA_THREADS} python/IPC"
+            + (f" + {CUDA_EXTRA_THREADS} CUDA driver" if device == "cuda" else "")
+            + f" + 1 reader) + {ORCHESTRATOR_THREADS} orchestrator; BLAS/OpenMP pools capped"
+        )
+        if device == "cuda" and len(m.usable_gpus) > 1:
+            self.warnings.append(
+                f"{len(m.usable_gpus)} GPUs: the memory plan assumes every member shares GPU "
+                f"{m.usable_gpus[0].index}"
+            )
+        return HardwarePlan(
+            profile=self.profile,
+            n_envs=n_envs,
+            n_steps=n_steps,
+            batch_size=batch,
+            parallel_members=pm,
+            torch_threads=tt,
+            device=device,
+            reasons={k: self.reasons[k] for k in (*FIELDS, "planned_threads")},
+            planned_threads=planned_threads(pm, tt, device),
+            machine=m.summary(),
+            warnings=tuple(self.warnings),
+            inputs={
+                "ensemble": self.ensemble,
+                "algorithm": self.algorithm,
+                "net_arch": list(self.net_arch),
+                "obs_size": self.obs if self.obs_known else None,
+            },
+        )
+
+
+# --------------------------------------------------------------------------- checks and display
+
+
+def check_thread_limits(
+    plan: HardwarePlan, limits: ThreadLimits, current_threads: int | None = None
+) -> None:
+    """Refuse (``ConfigError``) a plan whose threads, plus ``current_threads`` already running,
+    would come within a safety margin of the tightest limit."""
+    named = _tightest_named(limits)
+    if named is None:
+        return
+    name, limit = named
+    margin = thread_margin(limit)
+    running = current_threads or 0
+    need = plan.planned_threads + running
+    if need <= limit - margin:
+        return
+    per = _threads_per_member(plan.torch_threads, plan.device)
+    fits = (limit - margin - running - ORCHESTRATOR_THREADS) // per
+    lower = (
+        f"lower parallel_members to {fits}"
+        if 1 <= fits < plan.parallel_members
+        else "lower parallel_members"
+    )
+    raise_it = {
+        "ulimit -u": "raise it (ulimit -u in the shell that starts ploutos)",
+        "cgroup pids.max": "raise the container's pids limit",
+        "kernel threads-max": "raise it (sysctl kernel.threads-max)",
+    }[name]
+    already = f" + {running} already running" if running else ""
+    raise ConfigError(
+        f"the plan needs ~{plan.planned_threads} threads ({plan.parallel_members} members x {per} "
+        f"+ {ORCHESTRATOR_THREADS}){already}, more than {name} {limit} minus a safety margin of "
+        f"{margin}; {lower}, use --hardware laptop, or {raise_it}"
+    )
+
+
+def _machine_line(machine: Mapping[str, Any]) -> str:
+    quota = machine.get("cpu_quota")
+    cpus = (
+        f"{machine['usable_cpus']} usable CPUs of {machine['host_cpus']} on the host "
+        f"(affinity {machine.get('affinity_cpus') or '?'}, "
+        + ("no cgroup cpu quota" if quota is None else f"cgroup cpu.max {quota:g}")
+        + ")"
+    )
+    limit = machine.get("ram_limit_bytes")
+    ram = f"RAM {_gib(machine['ram_total_bytes'])}" + (
+        f", cgroup limit {_gib(limit)}" if limit else " (no cgroup limit)"
+    )
+    gpus = machine.get("gpus") or []
+    if gpus:
+        names = ", ".join(
+            f"{g['index']}: {g['name']} {_gib(g['memory_total_bytes'])}" for g in gpus
+        )
+        usable = "usable by torch" if machine.get("cuda_usable") else "NOT usable by torch"
+        gpu = f"GPUs {names} ({usable}; {machine.get('gpu_note') or ''})".replace("; )", ")")
+    else:
+        note = machine.get("gpu_note")
+        gpu = f"no GPU ({note})" if note else "no GPU"
+    return f"{cpus}; {ram}; {gpu}"
+
+
+def format_plan(plan: HardwarePlan, width: int = 100) -> str:
+    """The plan as a table: each field, its value and why; the machine; threads vs limits."""
+    import textwrap
+
+    inputs = plan.inputs
+    head = f"Hardware plan: profile {plan.profile!r}"
+    if inputs:
+        arch = "x".join(str(w) for w in inputs.get("net_arch", []))
+        obs = inputs.get("obs_size")
+        head += f" for ensemble {inputs.get('ensemble')}, {inputs.get('algorithm')}, net {arch}" + (
+            f", obs {obs}" if obs else ", obs size unknown"
+        )
+    lines = [head, "Machine: " + _machine_line(plan.machine), ""]
+    rows = [(name, str(getattr(plan, name)), plan.reasons.get(name, "")) for name in FIELDS]
+    rows.append(("rollout", str(plan.rollout_size), "n_envs x n_steps per member per update"))
+    rows.append(
+        ("planned threads", str(plan.planned_threads), plan.reasons.get("planned_threads", ""))
+    )
+    key_w = max(len(r[0]) for r in rows)
+    val_w = max(len(r[1]) for r in rows)
+    indent = " " * (2 + key_w + 2 + val_w + 2)
+    lines.append(f"  {'setting':<{key_w}}  {'value':>{val_w}}  why")
+    for name, value, why in rows:
+        first = f"  {name:<{key_w}}  {value:>{val_w}}  "
+        wrapped = textwrap.wrap(why, width=max(30, width - len(indent))) or [""]
+        lines.append(first + wrapped[0])
+        lines.extend(indent + more for more in wrapped[1:])
+    tl = plan.machine.get("thread_limits") or {}
+    named = _tightest_named(
+        ThreadLimits(tl.get("ulimit_u"), tl.get("pids_max"), tl.get("threads_max"))
+    )
+    lines.append("")
+    if named:
+        name, limit = named
+        lines.append(
+            f"Threads: {plan.planned_threads} planned at peak vs the tightest limit {name} {limit} "
+            f"(refused above {limit - thread_margin(limit)})"
+        )
+    else:
+        lines.append(f"Threads: {plan.planned_threads} planned at peak; no thread limit is set")
+    lines.extend(f"Warning: {w}" for w in plan.warnings)
+    return "\n".join(lines)

@@ -1,0 +1,402 @@
+"""Monte Carlo of a trained ensemble on its test window: every simulation in one batched env.
+
+Each simulation replays the test window reshuffled by a stationary bootstrap
+(:func:`stationary_bootstrap_paths`: blocks of consecutive bars with geometric lengths, so that
+short-range dependence survives), for a random number of steps, with its costs scaled by a random
+factor. A bar index picks a whole bar: the features of every ticker at that bar and the real
+next-bar returns ``price[b + 1] / price[b]``, so cross-ticker structure stays intact.
+
+:func:`run_monte_carlo` steps all ``mc.simulations`` portfolios as one
+:class:`engine.env.PortfolioBatch` (``index_paths``, per-portfolio cost rates) and asks the
+ensemble for all their actions in one batched call per member per step.
+:func:`run_monte_carlo_naive` is the per-simulation loop it replaces (one gym env, one
+``model.predict`` per member per step), kept as the benchmark's baseline and as a check: for the
+same seed both draw the same plan (lengths, cost multipliers, paths) and give the same results.
+
+The plan, for a test window ``rows = (start, stop)`` (bars ``start .. stop - 1``): the bars acted
+on are ``lo = max(start, lookback - 1)`` .. ``hi - 1`` with ``hi = stop - 1`` (the next-bar return
+of each stays inside the window), ``window_steps = hi - lo``. From ``numpy.random.default_rng(seed)``,
+in this order: lengths ``L_i`` uniform integers in ``[ceil(min_length_fraction * window_steps),
+window_steps]``; cost multipliers uniform in ``[1 - cost_jitter, 1 + cost_jitter)``; paths of
+``max(L) + 1`` bars. Ruin is disabled. Simulation ``i`` reports ``V_{L_i} / V_0 - 1`` and its
+largest drawdown over steps ``0 .. L_i``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from engine import atomic
+from engine.config import MonteCarloConfig
+from engine.env import PortfolioBatch, PortfolioEnvConfig, PortfolioTradingEnv
+from engine.errors import ConfigError, DataError
+from engine.evaluate import (
+    EnsemblePolicy,
+    Policy,
+    Vote,
+    distribution_probs,
+    is_recurrent,
+    majority_vote,
+    mean_prob_vote,
+)
+
+__all__ = [
+    "MonteCarloPlan",
+    "MonteCarloResult",
+    "MonteCarloStats",
+    "plan_monte_carlo",
+    "run_monte_carlo",
+    "run_monte_carlo_naive",
+    "stationary_bootstrap_paths",
+]
+
+
+def stationary_bootstrap_paths(
+    rng: np.random.Generator,
+    lo: int,
+    hi: int,
+    n_paths: int,
+    length: int,
+    mean_block: float,
+) -> np.ndarray:
+    """Politis-Romano stationary bootstrap of bar indices, ``int64[n_paths, length]``.
+
+    Every index lies in ``[lo, hi - 1]``: the bars of a window ``[lo, hi]`` that have a next bar
+    inside it. A path starts at a uniform random bar; each next index is, with probability
+    ``1 / mean_block``, a fresh uniform bar (a new block) and otherwise the bar after the previous
+    one, wrapping from ``hi - 1`` back to ``lo``. Block lengths are geometric with mean
+    ``mean_block`` (>= 1); each column is uniform over the window. Draws, in this order: fresh
+    bars ``[n_paths, length]``, then block-start uniforms ``[n_paths, length]``.
+    """
+    span = hi - lo
+    if span < 1:
+        raise ConfigError(f"bootstrap window [{lo}, {hi}] needs at least 2 bars")
+    if mean_block < 1:
+        raise ConfigError(f"mean_block must be >= 1 bar, got {mean_block}")
+    if n_paths < 1 or length < 1:
+        raise ConfigError(f"need n_paths >= 1 and length >= 1, got {n_paths}, {length}")
+    fresh = rng.integers(lo, hi, size=(n_paths, length), dtype=np.int64)
+    new_block = rng.random((n_paths, length)) < 1.0 / mean_block
+    new_block[:, 0] = True
+    # Position where the current block started, carried forward along each path.
+    columns = np.arange(length, dtype=np.int64)
+    block_start = np.maximum.accumulate(np.where(new_block, columns, 0), axis=1)
+    first_bar = np.take_along_axis(fresh, block_start, axis=1)
+    return lo + (first_bar - lo + (columns - block_start)) % span
+
+
+@dataclass(frozen=True, eq=False)
+class MonteCarloPlan:
+    """What the simulations will run: ``lengths: int64[n]`` steps, ``cost_multipliers:
+    float64[n]``, ``paths: int64[n, max(lengths) + 1]`` bar indices."""
+
+    lengths: np.ndarray
+    cost_multipliers: np.ndarray
+    paths: np.ndarray
+
+
+def _window(
+    features: np.ndarray, rows: tuple[int, int], env_config: PortfolioEnvConfig
+) -> tuple[int, int, int]:
+    start, stop = int(rows[0]), int(rows[1])
+    lo = max(start, env_config.lookback - 1)
+    hi = stop - 1
+    if stop > features.shape[0] or hi - lo < 1:
+        raise ConfigError(
+            f"test rows [{start}, {stop}) leave no step with lookback {env_config.lookback} "
+            f"inside the data ({features.shape[0]} bars)"
+        )
+    return start, lo, hi
+
+
+def plan_monte_carlo(
+    lo: int, hi: int, mc: MonteCarloConfig, seed: int | None = None
+) -> MonteCarloPlan:
+    """The plan of ``mc.simulations`` simulations over acted bars ``[lo, hi - 1]`` (module
+    docstring); ``seed`` overrides ``mc.seed``. Same seed, same plan."""
+    rng = np.random.default_rng(mc.seed if seed is None else seed)
+    window_steps = hi - lo
+    # The tiny slack keeps 0.5 * 900 = 450.00000000000006 from rounding up to 451.
+    shortest = max(1, math.ceil(mc.min_length_fraction * window_steps - 1e-9))
+    shortest = min(shortest, window_steps)
+    lengths = rng.integers(shortest, window_steps + 1, size=mc.simulations, dtype=np.int64)
+    jitter = mc.cost_jitter
+    multipliers = rng.uniform(1.0 - jitter, 1.0 + jitter, size=mc.simulations)
+    paths = stationary_bootstrap_paths(
+        rng, lo, hi, mc.simulations, int(lengths.max()) + 1, mc.mean_block_bars
+    )
+    return MonteCarloPlan(lengths=lengths, cost_multipliers=multipliers, paths=paths)
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MonteCarloStats:
+    """Summary of the simulations' final returns (fractions: -0.1 is a 10 % loss) and maximum
+    drawdowns (positive fractions). ``var_95`` is the 5th percentile of final returns (linear
+    interpolation), ``cvar_95`` the mean of the returns at or below it; ``std`` has ddof 0.
+    ``histogram``: ``{"edges": [bins + 1 floats], "counts": [bins ints]}`` of final returns."""
+
+    simulations: int
+    loss_probability: float
+    mean: float
+    median: float
+    std: float
+    var_95: float
+    cvar_95: float
+    max_drawdown_median: float
+    max_drawdown_p95: float
+    histogram: dict[str, list[Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: plain floats, ints and lists."""
+        out: dict[str, Any] = {
+            name: getattr(self, name) for name in self.__dataclass_fields__ if name != "histogram"
+        }
+        out["histogram"] = {
+            "edges": list(self.histogram["edges"]),
+            "counts": list(self.histogram["counts"]),
+        }
+        return out
+
+
+_ARRAYS = ("final_returns", "max_drawdowns", "lengths", "cost_multipliers")
+
+
+@dataclass(frozen=True, eq=False)
+class MonteCarloResult:
+    """Per simulation: ``final_returns: float64[n]`` (``V_L / V_0 - 1``), ``max_drawdowns:
+    float64[n]`` (positive fractions), ``lengths: int64[n]`` (steps) and ``cost_multipliers:
+    float64[n]``."""
+
+    final_returns: np.ndarray
+    max_drawdowns: np.ndarray
+    lengths: np.ndarray
+    cost_multipliers: np.ndarray
+
+    def __post_init__(self) -> None:
+        dtypes = (np.float64, np.float64, np.int64, np.float64)
+        arrays = [
+            np.asarray(getattr(self, n), dtype=d) for n, d in zip(_ARRAYS, dtypes, strict=True)
+        ]
+        if any(a.ndim != 1 or a.shape != arrays[0].shape for a in arrays):
+            raise ValueError(f"MonteCarloResult arrays must be 1-D of one length: {_ARRAYS}")
+        for name, array in zip(_ARRAYS, arrays, strict=True):
+            object.__setattr__(self, name, array)
+
+    @property
+    def simulations(self) -> int:
+        return len(self.final_returns)
+
+    def stats(self, bins: int = 40) -> MonteCarloStats:
+        """Summary statistics, with a ``bins``-bin histogram of final returns."""
+        r, dd = self.final_returns, self.max_drawdowns
+        if len(r) == 0:
+            raise ValueError("no simulations to summarise")
+        var_95 = float(np.percentile(r, 5))
+        counts, edges = np.histogram(r, bins=bins)
+        return MonteCarloStats(
+            simulations=len(r),
+            loss_probability=float(np.mean(r < 0)),
+            mean=float(np.mean(r)),
+            median=float(np.median(r)),
+            std=float(np.std(r)),
+            var_95=var_95,
+            cvar_95=float(np.mean(r[r <= var_95])),
+            max_drawdown_median=float(np.median(dd)),
+            max_drawdown_p95=float(np.percentile(dd, 95)),
+            histogram={"edges": edges.tolist(), "counts": counts.tolist()},
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write an ``.npz`` atomically (a reader sees the old file or the new one)."""
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
+                np.savez(fh, **{name: getattr(self, name) for name in _ARRAYS})
+
+        atomic.write_with(path, write)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> MonteCarloResult:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(**{name: data[name] for name in _ARRAYS})
+        except (KeyError, ValueError, OSError) as err:
+            raise DataError(f"{path}: not a Monte Carlo result ({err})") from None
+
+    @classmethod
+    def concat(cls, results: Sequence[MonteCarloResult]) -> MonteCarloResult:
+        """Pool simulations (e.g. of every fold) into one result, in the given order."""
+        if not results:
+            raise ValueError("nothing to concatenate")
+        return cls(
+            **{name: np.concatenate([getattr(r, name) for r in results]) for name in _ARRAYS}
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------
+
+
+def _mc_env_config(
+    env_config: PortfolioEnvConfig, rows: tuple[int, int], stop: int
+) -> PortfolioEnvConfig:
+    return replace(env_config, window_start=int(rows[0]), window_end=stop, ruin_fraction=0.0)
+
+
+def run_monte_carlo(
+    policy: Policy,
+    features: np.ndarray,
+    prices: np.ndarray,
+    tradable: np.ndarray | None,
+    rows: tuple[int, int],
+    env_config: PortfolioEnvConfig,
+    mc: MonteCarloConfig,
+    seed: int | None = None,
+) -> MonteCarloResult:
+    """All ``mc.simulations`` simulations of ``policy`` on the test bars ``rows = (start,
+    stop)`` as one batch (plan in the module docstring; ``seed`` overrides ``mc.seed``).
+
+    Every simulation is stepped ``max(L)`` times (one ``policy.act`` for all of them per step);
+    each one's result is read at its own step ``L_i``, later steps are ignored.
+    """
+    _, lo, hi = _window(features, rows, env_config)
+    plan = plan_monte_carlo(lo, hi, mc, seed)
+    n = mc.simulations
+    config = _mc_env_config(env_config, rows, hi + 1)
+    batch = PortfolioBatch(features, prices, config, n, index_paths=plan.paths, tradable=tradable)
+    batch.set_cost_multipliers(plan.cost_multipliers)
+    batch.reset_rows(np.arange(n, dtype=np.int64), None)
+    policy.reset(n)
+
+    v0 = config.initial_equity
+    lengths = plan.lengths
+    peak = np.full(n, v0)
+    drawdown = np.empty(n)
+    max_dd = np.zeros(n)
+    final = np.full(n, v0)
+    active = np.ones(n, dtype=bool)
+    episode_start = np.ones(n, dtype=bool)
+    for k in range(int(lengths.max())):
+        actions = policy.act(batch.observe(), episode_start)
+        batch.step(np.asarray(actions, dtype=np.int64))
+        equity = batch.equity
+        np.maximum(peak, equity, out=peak)
+        np.divide(equity, peak, out=drawdown)
+        np.subtract(1.0, drawdown, out=drawdown)
+        np.greater(lengths, k, out=active)
+        np.maximum(max_dd, drawdown, out=max_dd, where=active)
+        ending = lengths == k + 1
+        final[ending] = equity[ending]
+        if k == 0:
+            episode_start[:] = False
+    return MonteCarloResult(
+        final_returns=final / v0 - 1.0,
+        max_drawdowns=max_dd,
+        lengths=lengths,
+        cost_multipliers=plan.cost_multipliers,
+    )
+
+
+def _member_output(
+    model: BaseAlgorithm,
+    obs: np.ndarray,
+    state: Any,
+    episode_start: bool,
+    vote: Vote,
+) -> tuple[np.ndarray, Any]:
+    """One member's deterministic action ``[1, ticker]`` (``vote="majority"``, through
+    ``model.predict``) or action probabilities ``[1, ticker, 3]`` for one observation."""
+    if vote == "majority":
+        if is_recurrent(model):
+            actions, state = model.predict(
+                obs, state=state, episode_start=np.array([episode_start]), deterministic=True
+            )
+        else:
+            actions, _ = model.predict(obs, deterministic=True)
+        return np.asarray(actions).reshape(1, -1), state
+    policy = model.policy
+    policy.set_training_mode(False)
+    with torch.no_grad():
+        obs_t = torch.as_tensor(obs.reshape(1, -1), device=policy.device)
+        if is_recurrent(model):
+            if state is None:
+                layers, _, hidden = policy.lstm_hidden_state_shape
+                zeros = torch.zeros((layers, 1, hidden), device=policy.device)
+                state = (zeros, zeros.clone())
+            starts = torch.tensor([float(episode_start)], device=policy.device)
+            dist, state = policy.get_distribution(obs_t, state, starts)
+        else:
+            dist = policy.get_distribution(obs_t)
+        return distribution_probs(dist).cpu().numpy(), state
+
+
+def run_monte_carlo_naive(
+    models: Sequence[BaseAlgorithm],
+    features: np.ndarray,
+    prices: np.ndarray,
+    tradable: np.ndarray | None,
+    rows: tuple[int, int],
+    env_config: PortfolioEnvConfig,
+    mc: MonteCarloConfig,
+    seed: int | None = None,
+    vote: Vote = "majority",
+    limit: int | None = None,
+) -> MonteCarloResult:
+    """The per-simulation loop :func:`run_monte_carlo` replaces: one
+    :class:`engine.env.PortfolioTradingEnv`, one simulation after another, each step one
+    ``model.predict`` per member (``vote="mean_prob"``: one ``get_distribution`` per member)
+    on one observation, combined by the same vote as :class:`EnsemblePolicy`.
+
+    Runs the same plan as :func:`run_monte_carlo` for the same ``mc`` and ``seed``, so it gives
+    the same results (up to the members' float rounding at batch size 1 vs ``n``, which can
+    flip an action only when two are within rounding of a tie). ``limit`` runs only the first
+    ``limit`` simulations of that plan (the baseline is slow).
+    """
+    EnsemblePolicy(models, vote)  # the same checks on the members
+    _, lo, hi = _window(features, rows, env_config)
+    plan = plan_monte_carlo(lo, hi, mc, seed)
+    count = mc.simulations if limit is None else min(limit, mc.simulations)
+    config = _mc_env_config(env_config, rows, hi + 1)
+    env = PortfolioTradingEnv(features, prices, config, tradable=tradable)
+    v0 = config.initial_equity
+    final = np.empty(count)
+    max_dd = np.empty(count)
+    for i in range(count):
+        length = int(plan.lengths[i])
+        obs, _ = env.reset(options={"index_path": plan.paths[i, : length + 1]})
+        env.batch.set_cost_multipliers(plan.cost_multipliers[i : i + 1])
+        states: list[Any] = [None] * len(models)
+        peak, worst, equity = v0, 0.0, v0
+        for k in range(length):
+            outputs = []
+            for j, model in enumerate(models):
+                output, states[j] = _member_output(model, obs, states[j], k == 0, vote)
+                outputs.append(output)
+            combined = majority_vote(outputs) if vote == "majority" else mean_prob_vote(outputs)
+            obs, _, _, _, info = env.step(combined[0])
+            equity = info["equity"]
+            peak = max(peak, equity)
+            worst = max(worst, 1.0 - equity / peak)
+        final[i] = equity / v0 - 1.0
+        max_dd[i] = worst
+    return MonteCarloResult(
+        final_returns=final,
+        max_drawdowns=max_dd,
+        lengths=plan.lengths[:count],
+        cost_multipliers=plan.cost_multipliers[:count],
+    )

@@ -1,0 +1,287 @@
+"""The walk-forward trainer end to end, through the real command line and real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from engine.runs import RunFolder, read_events
+from engine.threads import THREAD_VARS
+from engine.trainer import file_sha256
+from tests.engine.conftest import ROOT, ploutos
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def events_of(folder: RunFolder) -> list[dict]:
+    return read_events(folder.events_path)[0]
+
+
+def of_type(events: list[dict], kind: str) -> list[dict]:
+    return [e for e in events if e["type"] == kind]
+
+
+def only_run(runs: Path) -> RunFolder:
+    found = [p for p in runs.iterdir() if (p / "config.yaml").exists()]
+    assert len(found) == 1, found
+    return RunFolder(found[0])
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"trainer exited ({proc.returncode}) before {what}: {out}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_trainer(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finished_shas(folder: RunFolder) -> dict[str, str]:
+    out = {}
+    for model in sorted((folder.root / "models").glob("fold_*/member_*/model.zip")):
+        out[str(model.relative_to(folder.root))] = file_sha256(model)
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, demo_dataset):
+    """One full demo run through ./start_training.sh, as the README tells users to start it."""
+    import yaml
+
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["dataset_path"] = str(demo_dataset)
+    config = tmp / "demo.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    runs = tmp / "runs"
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    proc = subprocess.run(
+        [str(ROOT / "start_training.sh"), "--config", str(config), "--runs-dir", str(runs)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return only_run(runs), proc
+
+
+def test_demo_run_finishes_with_models_evaluation_and_montecarlo(demo_run):
+    from stable_baselines3 import PPO
+
+    folder, proc = demo_run
+    folds = folder.read_folds()
+    assert len(folds) == 2
+    events = events_of(folder)
+    assert events[0]["type"] == "run_started" and events[-1]["type"] == "run_finished"
+    finished = of_type(events, "member_finished")
+    assert sorted((e["fold"], e["member"]) for e in finished) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for e in finished:
+        model = folder.member_dir(e["fold"], e["member"]) / "model.zip"
+        assert file_sha256(model) == e["sha256"]
+        loaded = PPO.load(model, device="cpu")
+        assert loaded.num_timesteps == e["timesteps"] >= 4096
+    progress = of_type(events, "member_progress")
+    assert progress and all(p["fps"] >= 0 and p["total"] == 4096 for p in progress)
+    evaluated = of_type(events, "fold_evaluated")
+    assert [e["fold"] for e in evaluated] == [0, 1]
+    for e in evaluated:
+        result = json.loads(folder.fold_result_path(e["fold"]).read_text())
+        assert result["oos"] == e["oos"] and result["members_used"] == 2
+        for key in ("total_return", "sharpe", "max_drawdown", "turnover"):
+            assert key in e["oos"] and key in e["buy_and_hold"]
+        assert len(e["members"]) == 2
+    mc = {e["scope"]: e["stats"] for e in of_type(events, "montecarlo")}
+    assert set(mc) == {"fold_00", "fold_01", "pooled"}
+    assert mc["fold_00"]["simulations"] == 200 and mc["pooled"]["simulations"] == 400
+    for stats in mc.values():
+        assert 0.0 <= stats["loss_probability"] <= 1.0
+        assert stats["cvar_95"] <= stats["var_95"] <= stats["median"]
+        assert sum(stats["histogram"]["counts"]) == stats["simulations"]
+    summary = json.loads(folder.summary_path.read_text())
+    assert summary["montecarlo"] == mc["pooled"]
+    status = json.loads(folder.status_path.read_text())
+    assert status["state"] == "finished" and status["progress"] == 1.0
+    assert folder.state() == "finished"
+    assert "Monte Carlo loss probability" in proc.stdout
+
+
+def test_every_process_of_the_run_had_sanitized_thread_pools(demo_run):
+    folder, _ = demo_run
+    events = events_of(folder)
+    started = of_type(events, "run_started")[0]
+    assert started["threads"]["env"] == {name: "1" for name in THREAD_VARS}
+    assert started["plan"]["torch_threads"] >= 1
+    workers = of_type(events, "member_started")
+    assert len(workers) == 4
+    for w in workers:
+        assert w["env"] == {name: "1" for name in THREAD_VARS}
+        assert w["torch_threads"] == started["plan"]["torch_threads"]
+        blas = [p for p in w["threadpools"] if p["api"] in ("openblas", "mkl", "blis")]
+        assert blas and all(p["num_threads"] == 1 for p in blas)
+
+
+def test_status_and_runs_commands_describe_the_finished_run(demo_run):
+    folder, _ = demo_run
+    runs = str(folder.root.parent)
+    listed = ploutos("runs", "--runs-dir", runs, "--json")
+    assert listed.returncode == 0
+    (row,) = json.loads(listed.stdout)
+    assert row["run_id"] == folder.run_id and row["state"] == "finished"
+    status = ploutos("status", folder.run_id, "--runs-dir", runs)
+    assert status.returncode == 0, status.stderr
+    assert "finished" in status.stdout and "Monte Carlo pooled" in status.stdout
+
+
+def test_kill_9_then_resume_keeps_finished_models_and_continues_from_the_checkpoint(
+    demo_config, tmp_path
+):
+    config = demo_config(training__total_timesteps=16384, training__checkpoint_every_timesteps=2048)
+    runs = tmp_path / "runs"
+    proc = start_trainer("train", "--config", str(config), "--runs-dir", str(runs))
+    try:
+        folder = wait_for(
+            lambda: runs.exists() and any(runs.iterdir()) and only_run(runs), 120, "run", proc
+        )
+        wait_for(lambda: of_type(events_of(folder), "member_finished"), 300, "a member", proc)
+        second = folder.checkpoint_dir(0, 1) / "checkpoint.zip"
+        wait_for(second.exists, 300, "a checkpoint of member 1", proc)
+        # forkserver, resource tracker, workers: nothing of the run may outlive its trainer
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(workers) >= 2
+        before = finished_shas(folder)
+        assert before, "a member had finished"
+        os.kill(proc.pid, signal.SIGKILL)  # the trainer only: its workers must follow it
+        proc.wait(10)
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, f"workers outlived the killed trainer: {alive}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert folder.state() == "interrupted"
+    checkpoint_steps = json.loads((folder.checkpoint_dir(0, 1) / "checkpoint.json").read_text())
+    resumed = ploutos("resume", str(folder.root), timeout=500)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = finished_shas(folder)
+    for path, sha in before.items():
+        assert after[path] == sha, f"{path} was retrained"
+    events = events_of(folder)
+    resume_at = next(i for i, e in enumerate(events) if e["type"] == "run_resumed")
+    restarted = of_type(events[resume_at:], "member_started")
+    trained_again = {(e["fold"], e["member"]) for e in restarted}
+    finished_before = {
+        (e["fold"], e["member"]) for e in of_type(events[:resume_at], "member_finished")
+    }
+    assert not trained_again & finished_before
+    m01 = next(e for e in restarted if (e["fold"], e["member"]) == (0, 1))
+    assert m01["resumed_from"] >= checkpoint_steps["timesteps"] >= 2048
+    assert len(after) == 4 and events[-1]["type"] == "run_finished"
+    assert folder.state() == "finished"
+
+
+def test_stop_checkpoints_and_resume_finishes_and_sighup_is_ignored(demo_config, tmp_path):
+    config = demo_config(
+        training__total_timesteps=16384,
+        training__checkpoint_every_timesteps=100000,
+        walk_forward__max_folds=1,
+    )
+    runs = tmp_path / "runs"
+    proc = start_trainer("train", "--config", str(config), "--runs-dir", str(runs))
+    try:
+        folder = wait_for(
+            lambda: runs.exists() and any(runs.iterdir()) and only_run(runs), 120, "run", proc
+        )
+        wait_for(lambda: of_type(events_of(folder), "member_progress"), 300, "progress", proc)
+        os.kill(proc.pid, signal.SIGHUP)  # the SSH session that started it went away
+        time.sleep(1.0)
+        assert proc.poll() is None, "SIGHUP ended the run"
+        stopped = ploutos("stop", folder.run_id, "--runs-dir", str(runs), "--wait", "120")
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout.strip().endswith("stopped")
+        assert proc.wait(60) == 3
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    events = events_of(folder)
+    assert of_type(events, "run_stopping") and events[-1]["type"] == "run_stopped"
+    member_stopped = of_type(events, "member_stopped")
+    assert member_stopped
+    for e in member_stopped:
+        ckpt = folder.checkpoint_dir(e["fold"], e["member"]) / "checkpoint.json"
+        assert json.loads(ckpt.read_text())["timesteps"] == e["timesteps"] > 0
+    resumed = ploutos("resume", folder.run_id, "--runs-dir", str(runs), timeout=500)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert folder.state() == "finished"
+
+
+@pytest.mark.parametrize("fault", ["raise", "exit"])
+def test_a_crashing_member_is_reported_and_the_others_finish(demo_config, tmp_path, fault):
+    config = demo_config(walk_forward__max_folds=1)
+    runs = tmp_path / "runs"
+    failed = ploutos(
+        "train",
+        "--config",
+        str(config),
+        "--runs-dir",
+        str(runs),
+        env={"PLOUTOS_FAULT": f"{fault}@0/1"},
+        timeout=500,
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    folder = only_run(runs)
+    events = events_of(folder)
+    (crash,) = of_type(events, "member_failed")
+    assert (crash["fold"], crash["member"]) == (0, 1)
+    expected = "injected fault" if fault == "raise" else "exited with code 3"
+    assert expected in crash["error"]
+    assert [(e["fold"], e["member"]) for e in of_type(events, "member_finished")] == [(0, 0)]
+    (evaluated,) = of_type(events, "fold_evaluated")
+    assert evaluated["members_used"] == 1
+    assert events[-1]["type"] == "run_failed" and folder.state() == "failed"
+    again = ploutos("resume", str(folder.root), timeout=500)
+    assert again.returncode == 0, again.stdout + again.stderr
+    events = events_of(folder)
+    assert of_type(events, "fold_evaluated")[-1]["members_used"] == 2
+    assert folder.state() == "finished"
+
+
+def test_a_plan_that_does_not_fit_the_thread_limit_is_refused_before_anything_starts(
+    demo_config, tmp_path
+):
+    config = demo_config()
+    runs = tmp_path / "runs"
+    script = (
+        f"ulimit -S -u 40 && exec {sys.executable} -m engine.cli train --config {config} "
+        f"--runs-dir {runs}"
+    )
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "ulimit -u 40" in result.stderr and "\n" not in result.stderr.strip()
+    assert not runs.exists() or not any(runs.iterdir())
