@@ -12,9 +12,10 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas costs ~1 s to import; the run folder and the panel never need it
+    import pandas as pd
 
 
 @contextlib.contextmanager
@@ -70,4 +71,5 @@ def write_with(target: str | os.PathLike[str], writer: Callable[[Path], None]) -
 
 
 def write_parquet(target: str | os.PathLike[str], frame: pd.DataFrame) -> None:
+    """Atomically write ``frame`` as zstd Parquet (pyarrow)."""
     write_with(target, lambda tmp: frame.to_parquet(tmp, engine="pyarrow", compression="zstd"))

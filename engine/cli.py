@@ -419,6 +419,15 @@ def _bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_tui(args: argparse.Namespace) -> int:
+    """The panel lives in ploutos_tui, which the engine never imports: run its bench module."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "ploutos_tui.bench", "--seconds", str(args.seconds)]
+    cmd += ["--children", str(args.children)] + (["--json"] if args.json else [])
+    return subprocess.run(cmd, check=False).returncode
+
+
 def _bench_montecarlo(args: argparse.Namespace) -> int:
     from engine.bench_montecarlo import bench_montecarlo
 
@@ -539,6 +548,13 @@ def build_parser() -> argparse.ArgumentParser:
     bmc.add_argument("--simulations", type=int, default=1000)
     bmc.add_argument("--naive", type=int, default=20, help="simulations in the naive loop")
     bmc.set_defaults(func=_bench_montecarlo)
+    btui = bsub.add_parser(
+        "tui", help="the control panel's own CPU and first-frame time beside 256 busy processes"
+    )
+    btui.add_argument("--json", action="store_true")
+    btui.add_argument("--seconds", type=float, default=20.0)
+    btui.add_argument("--children", type=int, default=256)
+    btui.set_defaults(func=_bench_tui)
 
     def training_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, required=True, help="training YAML")

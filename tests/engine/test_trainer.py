@@ -16,7 +16,7 @@ import pytest
 from engine.runs import RunFolder, read_events
 from engine.threads import THREAD_VARS
 from engine.trainer import file_sha256
-from tests.engine.conftest import ROOT, ploutos
+from tests.conftest import ROOT, ploutos
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -1,0 +1,643 @@
+"""What the control panel knows about training runs: read from the run folders, never from memory.
+
+:class:`RunsWatcher` follows every run folder under a runs root. Each :meth:`RunsWatcher.poll`
+rescans the root (new runs appear), tails each run's ``events.jsonl`` by byte offset (only what
+was appended since the last poll is read, at most ``max_read_bytes`` per run per poll) into an
+:class:`engine.runs.RunView`, and returns immutable :class:`RunSnapshot` copies the UI thread can
+keep. ``poll`` does file I/O and is meant to run in a worker thread; this module imports nothing
+from Textual.
+
+Jobs are started, stopped and resumed through the engine (:mod:`engine.jobs`): a launched trainer
+runs in its own session and outlives the panel. The panel keeps the ``Popen`` objects only to
+reap children that end while it is open (no zombies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from engine.errors import PloutosError
+from engine.runs import RESUMABLE, RunFolder, RunView, default_runs_root, list_runs
+
+LIVE_STATES = ("starting", "running", "stopping")
+ENDED_STATES = ("stopped", "finished", "failed")
+DEFAULT_MAX_READ_BYTES = 4 << 20  # per run per poll
+_CHUNK_BYTES = 1 << 20
+
+
+# ---------------------------------------------------------------------------- snapshots
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def freeze(value: Any) -> Any:
+    """A read-only deep copy of JSON-like data: dicts become mapping proxies, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    fold: int
+    member: int
+    state: str
+    timesteps: int
+    total: int
+    fps: float
+    mean_reward: float | None
+    eta_s: float | None
+    node: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class FoldRow:
+    fold: int
+    oos: Mapping[str, Any]
+    buy_and_hold: Mapping[str, Any]
+    members_used: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """One run as last polled. A copy, and read-only all the way down (mappings are
+    ``MappingProxyType``, lists are tuples): safe to hand to the UI thread and keep."""
+
+    run_id: str
+    path: Path
+    state: str
+    progress: float
+    elapsed_s: float | None
+    eta_s: float | None
+    config: str
+    algorithm: str
+    n_folds: int
+    ensemble: int
+    members: tuple[MemberRow, ...] = ()
+    folds: tuple[FoldRow, ...] = ()
+    montecarlo: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _EMPTY)
+    fps_history: tuple[float, ...] = ()
+    reward_history: tuple[float, ...] = ()
+    pid: int | None = None
+    log_path: Path | None = None
+    error: str | None = None
+    profile: str = ""
+    started_at: str | None = None
+    updated_at: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    @property
+    def resumable(self) -> bool:
+        return self.state in RESUMABLE
+
+    def montecarlo_scopes(self) -> list[str]:
+        """Scopes with statistics: ``pooled`` first, then the folds newest first."""
+        folds = sorted((s for s in self.montecarlo if s != "pooled"), reverse=True)
+        return (["pooled"] if "pooled" in self.montecarlo else []) + folds
+
+    def default_scope(self) -> str | None:
+        scopes = self.montecarlo_scopes()
+        return scopes[0] if scopes else None
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42s``, ``3m05s``, ``1h02m``, ``2d03h``; an em dash when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "—"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def parse_ts(stamp: str | None) -> float | None:
+    """Epoch seconds of an event timestamp (``2026-01-02T03:04:05.678Z``), None if unreadable."""
+    if not stamp:
+        return None
+    try:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------- processes
+_children_lock = threading.Lock()
+_children: dict[str, subprocess.Popen[bytes]] = {}
+
+
+def _remember(run_id: str, proc: subprocess.Popen[bytes]) -> None:
+    with _children_lock:
+        old = _children.get(run_id)
+        if old is not None:
+            old.poll()
+        _children[run_id] = proc
+
+
+def reap_children() -> dict[str, int]:
+    """``poll()`` every trainer this process launched; forget (and return) those that ended."""
+    ended: dict[str, int] = {}
+    with _children_lock:
+        for run_id, proc in list(_children.items()):
+            code = proc.poll()
+            if code is not None:
+                ended[run_id] = code
+                del _children[run_id]
+    return ended
+
+
+def _child_alive(run_id: str) -> bool:
+    with _children_lock:
+        proc = _children.get(run_id)
+        return proc is not None and proc.poll() is None
+
+
+_helpers_lock = threading.Lock()
+
+
+def ensure_subprocess_ready() -> None:
+    """Start multiprocessing's resource tracker with a real stderr; call before engine work that
+    may start a process pool in this process (``prepare_run`` building features).
+
+    Inside a running Textual app ``sys.stderr`` is a capture whose ``fileno()`` is -1, and the
+    tracker (started by the first pool) hands that to ``fork_exec``: "bad value(s) in
+    fds_to_keep". Once started, the tracker serves every later pool.
+    """
+    from multiprocessing import resource_tracker
+
+    with _helpers_lock:
+        err = sys.stderr
+        try:
+            usable = err is not None and err.fileno() >= 0
+        except (AttributeError, OSError, ValueError):
+            usable = False
+        real = sys.__stderr__
+        if usable or real is None:
+            resource_tracker.ensure_running()
+            return
+        sys.stderr = real  # for the few milliseconds of the spawn
+        try:
+            resource_tracker.ensure_running()
+        finally:
+            if sys.stderr is real:
+                sys.stderr = err
+
+
+def launch_run(
+    config_path: str | Path,
+    profile: str | None = None,
+    ensemble: int | None = None,
+    algorithm: str | None = None,
+    runs_root: str | Path | None = None,
+) -> RunFolder:
+    """Validate and create the run folder (``prepare_run``: seconds), then start its trainer
+    detached. Blocking: call it from a worker thread. Raises ``PloutosError`` for bad input."""
+    from engine.jobs import launch_detached
+    from engine.trainer import prepare_run
+
+    ensure_subprocess_ready()
+    folder = prepare_run(
+        config_path,
+        profile=profile,
+        ensemble=ensemble,
+        algorithm=algorithm,
+        runs_root=runs_root or default_runs_root(),
+    )
+    _remember(folder.run_id, launch_detached(["resume", str(folder.root)], folder.log_path))
+    return folder
+
+
+def _folder(run: str | os.PathLike[str] | RunFolder | RunSnapshot, runs_root: Path | None):
+    if isinstance(run, RunFolder):
+        return run
+    if isinstance(run, RunSnapshot):
+        return RunFolder(run.path)
+    from engine.runs import resolve_run
+
+    return resolve_run(run, runs_root)
+
+
+def stop(
+    run: str | os.PathLike[str] | RunFolder | RunSnapshot, runs_root: Path | None = None
+) -> str:
+    """Ask the run's trainer to stop (SIGTERM, members checkpoint); returns the state seen now."""
+    from engine.jobs import stop_run
+
+    return stop_run(_folder(run, runs_root), wait_s=0.0)
+
+
+def resume(
+    run: str | os.PathLike[str] | RunFolder | RunSnapshot, runs_root: Path | None = None
+) -> RunFolder:
+    """Start a detached trainer that continues a stopped, failed or interrupted run."""
+    from engine.jobs import launch_detached
+
+    folder = _folder(run, runs_root)
+    state = folder.state()
+    if state == "interrupted" and _child_alive(folder.run_id):
+        state = "starting"
+    if state not in RESUMABLE:
+        raise PloutosError(f"{folder.run_id}: {state}; only a {'/'.join(RESUMABLE)} run resumes")
+    _remember(folder.run_id, launch_detached(["resume", str(folder.root)], folder.log_path))
+    return folder
+
+
+def job_pids(runs_root: Path | None = None) -> dict[str, int]:
+    """Trainer pid of every live run (a trainer holds its lock) under the runs root."""
+    out: dict[str, int] = {}
+    for folder in list_runs(runs_root):
+        pid = _live_pid(folder)
+        if pid:
+            out[folder.run_id] = pid
+    return out
+
+
+def _live_pid(folder: RunFolder, status: Mapping[str, Any] | None = None) -> int | None:
+    if not folder.trainer_alive():
+        return None
+    status = folder.read_status() if status is None else status
+    try:
+        pid = int(status.get("pid") or 0)
+    except (TypeError, ValueError):
+        pid = 0
+    if pid <= 0:
+        try:
+            text = folder.lock_path.read_text().strip()
+        except OSError:
+            text = ""
+        pid = int(text) if text.isdigit() else 0
+    return pid or None
+
+
+def log_tail(run: RunFolder | RunSnapshot | os.PathLike[str] | str, lines: int = 200) -> list[str]:
+    """The last ``lines`` lines of the run's ``logs/train.log`` (or of a log file given directly),
+    read backwards from the end of the file in blocks: a huge log costs only its tail."""
+    if isinstance(run, RunFolder):
+        path = run.log_path
+    elif isinstance(run, RunSnapshot):
+        path = run.log_path or RunFolder(run.path).log_path
+    else:
+        path = Path(run)
+        if path.is_dir():
+            path = RunFolder(path).log_path
+    if lines <= 0:
+        return []
+    try:
+        with open(path, "rb") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            pos, data = end, b""
+            # one more newline than lines wanted, so the first kept line is whole
+            while pos > 0 and data.count(b"\n") <= lines:
+                step = min(64 << 10, pos)
+                pos -= step
+                fh.seek(pos)
+                data = fh.read(step) + data
+    except OSError:
+        return []
+    text = data.decode("utf-8", errors="replace")
+    out = text.split("\n")
+    if out and out[-1] == "":
+        out.pop()
+    if pos > 0 and out:
+        out = out[1:]  # the first piece may be the end of a longer line
+    # a carriage return redraws the line in a terminal: keep what would be shown
+    return [line.rsplit("\r", 1)[-1] if "\r" in line else line for line in out[-lines:]]
+
+
+# ---------------------------------------------------------------------------- the watcher
+@dataclass
+class _Tracked:
+    folder: RunFolder
+    view: RunView
+    offset: int = 0
+    version: int = 0  # bumped when new events were applied
+    built_version: int = -1
+    fold_errors: dict[int, str] = field(default_factory=dict)
+    static: dict[str, Any] = field(default_factory=dict)  # config, algorithm, folds, ensemble
+    status_key: tuple[int, int] | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+    snapshot: RunSnapshot | None = None
+
+
+class RunsWatcher:
+    """Follows the run folders under ``runs_root``; :meth:`poll` from one worker thread at a time.
+
+    ``clock`` (epoch seconds) is only used for the elapsed time of live runs; ended runs show the
+    time between their first and last event, so recorded runs render the same at any time.
+    """
+
+    def __init__(
+        self,
+        runs_root: Path | str | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
+    ) -> None:
+        self.runs_root = Path(runs_root) if runs_root is not None else default_runs_root()
+        self.clock = clock
+        self.max_read_bytes = max(1, int(max_read_bytes))
+        self._tracked: dict[str, _Tracked] = {}
+        self._latest: dict[str, RunSnapshot] = {}
+        self._lock = threading.Lock()
+        self.bytes_read_last_poll = 0
+
+    # -------------------------------------------------------------- reading
+    def poll(self) -> list[RunSnapshot]:
+        """Every run, newest first, with the events appended since the previous poll applied."""
+        reap_children()
+        with self._lock:
+            self.bytes_read_last_poll = 0
+            folders = list_runs(self.runs_root)
+            seen = set()
+            out = []
+            for folder in folders:
+                seen.add(folder.run_id)
+                tracked = self._tracked.get(folder.run_id)
+                if tracked is None or tracked.folder.root != folder.root:
+                    tracked = _Tracked(folder, RunView(run_id=folder.run_id))
+                    self._tracked[folder.run_id] = tracked
+                out.append(self._poll_one(tracked))
+            for gone in set(self._tracked) - seen:
+                del self._tracked[gone]
+            self._latest = {snap.run_id: snap for snap in out}
+            return out
+
+    def poll_run(self, run_id: str) -> RunSnapshot | None:
+        """Only this run (cheaper than :meth:`poll` for a screen that shows one run)."""
+        reap_children()
+        with self._lock:
+            folder = RunFolder(self.runs_root / run_id)
+            if not folder.exists():
+                known = self._tracked.get(run_id)
+                folder = known.folder if known is not None else folder
+            if not folder.exists():
+                self._tracked.pop(run_id, None)
+                self._latest.pop(run_id, None)
+                return None
+            tracked = self._tracked.get(run_id)
+            if tracked is None or tracked.folder.root != folder.root:
+                tracked = _Tracked(folder, RunView(run_id=folder.run_id))
+                self._tracked[run_id] = tracked
+            self.bytes_read_last_poll = 0
+            snap = self._poll_one(tracked)
+            self._latest = {**self._latest, run_id: snap}
+            return snap
+
+    def snapshot(self, run_id: str) -> RunSnapshot | None:
+        """The run as of the last poll (None if unknown)."""
+        return self._latest.get(run_id)
+
+    def _poll_one(self, t: _Tracked) -> RunSnapshot:
+        self._read_events(t)
+        status = self._read_status(t)
+        state = self._state(t, status)
+        if t.snapshot is None or t.built_version != t.version:
+            t.snapshot = self._build(t)
+            t.built_version = t.version
+        snap = t.snapshot
+        view = t.view
+        started = parse_ts(view.started_at)
+        if started is None:
+            elapsed = None
+        elif state in LIVE_STATES:
+            elapsed = max(0.0, self.clock() - started)
+        else:
+            last = parse_ts(view.updated_at)
+            elapsed = max(0.0, last - started) if last is not None else None
+        pid = None
+        if state in LIVE_STATES:
+            pid = _live_pid(t.folder, status)
+        return replace(
+            snap,
+            state=state,
+            elapsed_s=elapsed,
+            eta_s=view.eta_s() if state in ("running", "stopping") else None,
+            pid=pid,
+            error=view.error or (status.get("error") if state == "failed" else None),
+        )
+
+    def _read_events(self, t: _Tracked) -> None:
+        path = t.folder.events_path
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < t.offset:  # the log was replaced: start over
+            t.view = RunView(run_id=t.folder.run_id)
+            t.offset = 0
+            t.fold_errors.clear()
+            t.version += 1
+        if size == t.offset:
+            return
+        budget = self.max_read_bytes
+        chunk_size = min(_CHUNK_BYTES, self.max_read_bytes)
+        applied = False
+        try:
+            with open(path, "rb") as fh:
+                while budget > 0 and t.offset < size:
+                    fh.seek(t.offset)
+                    chunk = fh.read(min(chunk_size, budget))
+                    if not chunk:
+                        break
+                    self.bytes_read_last_poll += len(chunk)
+                    budget -= len(chunk)
+                    end = chunk.rfind(b"\n")
+                    if end < 0:
+                        if t.offset + len(chunk) >= size or len(chunk) < chunk_size:
+                            break  # a partial last line (or no budget left): next poll
+                        # one line longer than a whole chunk: skip it, unread
+                        skipped = self._skip_long_line(fh, t.offset + len(chunk))
+                        if skipped is None:
+                            break
+                        t.offset = skipped
+                        t.view.apply({"type": "unreadable"})
+                        applied = True
+                        continue
+                    for raw in chunk[: end + 1].split(b"\n"):
+                        if raw.strip():
+                            self._apply(t, raw)
+                            applied = True
+                    t.offset += end + 1
+        except FileNotFoundError:
+            return
+        if applied:
+            t.version += 1
+
+    def _skip_long_line(self, fh: Any, pos: int) -> int | None:
+        while True:
+            fh.seek(pos)
+            block = fh.read(_CHUNK_BYTES)
+            if not block:
+                return None
+            self.bytes_read_last_poll += len(block)
+            nl = block.find(b"\n")
+            if nl >= 0:
+                return pos + nl + 1
+            pos += len(block)
+
+    @staticmethod
+    def _apply(t: _Tracked, raw: bytes) -> None:
+        try:
+            event = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            event = {"type": "unreadable", "bytes": len(raw)}
+        if not isinstance(event, dict):
+            return
+        try:
+            t.view.apply(event)
+        except (KeyError, TypeError, ValueError):
+            return  # a malformed event of a known type: ignore it like an unknown one
+        kind = event.get("type")
+        if kind == "fold_failed" and "fold" in event:
+            t.fold_errors[int(event["fold"])] = str(event.get("error") or "failed")
+        elif kind in ("fold_evaluated", "fold_started") and "fold" in event:
+            t.fold_errors.pop(int(event["fold"]), None)
+
+    def _read_status(self, t: _Tracked) -> dict[str, Any]:
+        try:
+            st = t.folder.status_path.stat()
+            key = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        if key != t.status_key or key is None:
+            t.status_key = key
+            t.status = t.folder.read_status()
+        return t.status
+
+    def _state(self, t: _Tracked, status: Mapping[str, Any]) -> str:
+        state = str(status.get("state") or ("starting" if t.folder.exists() else "unknown"))
+        if state in LIVE_STATES and not t.folder.trainer_alive():
+            # a trainer this panel just launched has not taken its lock yet
+            state = "starting" if _child_alive(t.folder.run_id) else "interrupted"
+        return state
+
+    def _static(self, t: _Tracked) -> dict[str, Any]:
+        """What the folder says before any event: config file, algorithm, folds, ensemble."""
+        if t.static:
+            return t.static
+        info: dict[str, Any] = {"config": "", "algorithm": "", "n_folds": 0, "ensemble": 0}
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            info["config"] = str(t.folder.read_meta().get("config_source") or "")
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            info["n_folds"] = len(t.folder.read_folds())
+        try:
+            import yaml
+
+            training = (yaml.safe_load(t.folder.config_path.read_text()) or {}).get("training", {})
+            info["algorithm"] = str(training.get("algorithm") or "")
+            info["ensemble"] = int(training.get("ensemble") or 0)
+        except Exception:  # unreadable or not YAML: the events will say
+            pass
+        t.static = info
+        return info
+
+    def _build(self, t: _Tracked) -> RunSnapshot:
+        view = t.view
+        static = self._static(t)
+        members = tuple(
+            MemberRow(
+                fold=m.fold,
+                member=m.member,
+                state=m.state,
+                timesteps=m.timesteps,
+                total=m.total,
+                fps=m.fps,
+                mean_reward=m.mean_reward,
+                eta_s=m.eta_s,
+                node=m.node,
+                error=m.error,
+            )
+            for _, m in sorted(view.members.items())
+        )
+        fold_ids = sorted(set(view.folds_evaluated) | set(t.fold_errors))
+        folds = []
+        for fold in fold_ids:
+            event = view.folds_evaluated.get(fold, {})
+            folds.append(
+                FoldRow(
+                    fold=fold,
+                    oos=freeze(event.get("oos") or {}),
+                    buy_and_hold=freeze(event.get("buy_and_hold") or {}),
+                    members_used=int(event.get("members_used") or 0),
+                    error=t.fold_errors.get(fold),
+                )
+            )
+        montecarlo = freeze(
+            {scope: event.get("stats") or {} for scope, event in view.montecarlo.items()}
+        )
+        return RunSnapshot(
+            run_id=t.folder.run_id,
+            path=t.folder.root,
+            state=view.state,
+            progress=view.progress,
+            elapsed_s=None,
+            eta_s=None,
+            config=view.config or static["config"],
+            algorithm=view.algorithm or static["algorithm"],
+            n_folds=view.n_folds or static["n_folds"],
+            ensemble=view.ensemble or static["ensemble"],
+            members=members,
+            folds=tuple(folds),
+            montecarlo=montecarlo,
+            fps_history=tuple(view.fps_history),
+            reward_history=tuple(view.reward_history),
+            log_path=t.folder.log_path,
+            error=view.error,
+            profile=view.profile,
+            started_at=view.started_at,
+            updated_at=view.updated_at,
+        )
+
+    # -------------------------------------------------------------- acting
+    def job_pids(self) -> dict[str, int]:
+        return job_pids(self.runs_root)
+
+    def launch_run(
+        self,
+        config_path: str | Path,
+        profile: str | None = None,
+        ensemble: int | None = None,
+        algorithm: str | None = None,
+    ) -> RunFolder:
+        return launch_run(config_path, profile, ensemble, algorithm, self.runs_root)
+
+    def stop(self, run_id: str) -> str:
+        return stop(self._resolve(run_id))
+
+    def resume(self, run_id: str) -> RunFolder:
+        return resume(self._resolve(run_id))
+
+    def log_tail(self, run_id: str, lines: int = 200) -> list[str]:
+        return log_tail(self._resolve(run_id), lines)
+
+    def _resolve(self, run_id: str) -> RunFolder:
+        snap = self._latest.get(run_id)
+        if snap is not None:
+            return RunFolder(snap.path)
+        candidate = self.runs_root / run_id
+        if candidate.is_dir():
+            return RunFolder(candidate)
+        from engine.runs import resolve_run
+
+        return resolve_run(run_id, self.runs_root)

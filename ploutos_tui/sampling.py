@@ -1,0 +1,621 @@
+"""What the hardware screen shows, read from the machine into immutable snapshots.
+
+Three sources sit behind small interfaces so that tests (and recorded fixtures) can stand in for
+the machine:
+
+* :class:`HostSource` (real: :class:`PsutilHost`): per-core and total CPU load measured since the
+  previous sample (never blocking), load average, RAM, usable CPUs, cgroup quota and limits,
+  threads alive on the machine and the limits on them.
+* :class:`GpuSource` (real: :class:`NvmlGpus`): per GPU utilisation and memory every sample,
+  temperature and power cached for a few seconds. Any NVML problem means zero GPUs and a note,
+  never an exception.
+* ``JobSource``: a callable returning ``{run_id: pid}`` of the live jobs; :func:`job_threads`
+  counts the processes and threads of each job's process tree and checks its BLAS environment.
+
+:class:`HardwareSampler` combines them into one :class:`HardwareSnapshot`;
+:class:`RecordedSampler` replays snapshots saved as JSON (tests, screenshots, demos).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import psutil
+
+from engine.threads import (
+    THREAD_VARS,
+    _cgroup_cpu_quota,
+    machine_threads,
+    thread_limits,
+    usable_cpus,
+)
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_ROOT = Path("/proc")
+_V1_UNLIMITED = 2**62  # cgroup v1 writes "no limit" as LONG_MAX rounded down to a page
+
+
+def cgroup_memory_limit(root: Path = CGROUP_ROOT) -> int | None:
+    """cgroup v2 ``memory.max`` or v1 ``memory.limit_in_bytes``; None when unlimited.
+
+    Same rule as ``engine.hardware._cgroup_memory_limit``, read here because importing
+    ``engine.hardware`` pulls in pandas (about a second before the panel's first frame).
+    """
+    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return None
+        if text.isdigit():
+            value = int(text)
+            return value if 0 < value < _V1_UNLIMITED else None
+    return None
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+@dataclass(frozen=True)
+class GpuSnapshot:
+    index: int
+    name: str
+    util_pct: float
+    mem_used_bytes: int
+    mem_total_bytes: int
+    temp_c: float | None  # None where the driver does not report it
+    power_w: float | None
+    power_limit_w: float | None
+
+    @property
+    def mem_pct(self) -> float:
+        return 100.0 * self.mem_used_bytes / self.mem_total_bytes if self.mem_total_bytes else 0.0
+
+
+@dataclass(frozen=True)
+class JobThreads:
+    """Processes and threads of one job's whole process tree, and its BLAS environment."""
+
+    run_id: str
+    pid: int
+    processes: int
+    threads: int
+    sanitized: bool | None  # every THREAD_VAR == "1" in the job's environment; None: unreadable
+    blas_env: dict[str, str | None] = field(default_factory=dict, hash=False)
+
+    @property
+    def unsanitized_vars(self) -> dict[str, str | None]:
+        """The THREAD_VARS whose value is not "1" (None: not set)."""
+        return {name: value for name, value in self.blas_env.items() if value != "1"}
+
+
+@dataclass(frozen=True)
+class HardwareSnapshot:
+    ts: float  # time.time() of the sample
+    per_core_pct: tuple[float, ...]
+    cpu_total_pct: float
+    load_avg: tuple[float, float, float]
+    usable_cpus: int
+    host_cpus: int
+    cpu_quota: float | None  # cgroup cpu.max in CPUs, None when unlimited
+    mem_used_bytes: int
+    mem_total_bytes: int
+    mem_limit_bytes: int | None  # cgroup memory limit, None when unlimited
+    gpus: tuple[GpuSnapshot, ...]
+    gpu_note: str  # why there is no GPU (or an NVML error); "" when all is well
+    machine_threads: int | None  # threads alive on the machine (/proc/loadavg)
+    ulimit_u: int | None
+    pids_max: int | None
+    threads_max: int | None
+    jobs: tuple[JobThreads, ...]
+    sample_ms: float  # how long taking this snapshot took
+    # beyond the basics; None where not readable
+    affinity_cpus: int | None = None
+    pids_current: int | None = None  # tasks in this cgroup (what pids.max really limits)
+    mem_cgroup_used_bytes: int | None = None  # memory charged to this cgroup
+
+    @property
+    def tightest_thread_limit(self) -> tuple[str, int] | None:
+        """The smallest thread limit as (name, value), e.g. ("cgroup pids.max", 4096)."""
+        named = [
+            ("ulimit -u", self.ulimit_u),
+            ("cgroup pids.max", self.pids_max),
+            ("kernel threads-max", self.threads_max),
+        ]
+        present = [(name, value) for name, value in named if value]
+        return min(present, key=lambda item: item[1]) if present else None
+
+    def threads_against_limit(self) -> tuple[int, str, int] | None:
+        """(threads counted, limit name, limit) for the tightest limit, None when unknown.
+
+        pids.max limits the tasks of this cgroup, so ``pids_current`` is compared with it where
+        known; otherwise (and for the other limits) the machine's thread count is used.
+        """
+        tight = self.tightest_thread_limit
+        if tight is None:
+            return None
+        name, limit = tight
+        used = self.pids_current if name == "cgroup pids.max" else None
+        if used is None:
+            used = self.machine_threads
+        return None if used is None else (used, name, limit)
+
+    @property
+    def thread_limit_fraction(self) -> float | None:
+        against = self.threads_against_limit()
+        return None if against is None else against[0] / against[2]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HardwareSnapshot:
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["per_core_pct"] = tuple(float(v) for v in values["per_core_pct"])
+        values["load_avg"] = tuple(float(v) for v in values["load_avg"])
+        values["gpus"] = tuple(GpuSnapshot(**gpu) for gpu in values.get("gpus", ()))
+        values["jobs"] = tuple(JobThreads(**job) for job in values.get("jobs", ()))
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------- host
+
+
+@dataclass(frozen=True)
+class HostReading:
+    """What a :class:`HostSource` reads; the snapshot's host fields."""
+
+    per_core_pct: tuple[float, ...]
+    cpu_total_pct: float
+    load_avg: tuple[float, float, float]
+    usable_cpus: int
+    host_cpus: int
+    cpu_quota: float | None
+    mem_used_bytes: int
+    mem_total_bytes: int
+    mem_limit_bytes: int | None
+    machine_threads: int | None
+    ulimit_u: int | None
+    pids_max: int | None
+    threads_max: int | None
+    affinity_cpus: int | None = None
+    pids_current: int | None = None
+    mem_cgroup_used_bytes: int | None = None
+
+
+class HostSource(Protocol):
+    def read(self) -> HostReading: ...
+
+
+def _busy_and_total(times: Any) -> tuple[float, float]:
+    """Busy and total CPU seconds of one psutil ``cpu_times`` entry (as psutil counts them)."""
+    values = times._asdict()
+    total = sum(values.values())
+    # guest time is already counted in user/nice on Linux
+    total -= values.get("guest", 0.0) + values.get("guest_nice", 0.0)
+    idle = values.get("idle", 0.0) + values.get("iowait", 0.0)
+    return total - idle, total
+
+
+def _percent(before: tuple[float, float], after: tuple[float, float]) -> float:
+    busy, total = after[0] - before[0], after[1] - before[1]
+    if total <= 0:
+        return 0.0
+    return max(0.0, min(100.0, 100.0 * busy / total))
+
+
+def _read_first_int(paths: Iterable[Path]) -> int | None:
+    for path in paths:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            return int(text)
+    return None
+
+
+class PsutilHost:
+    """The real machine through psutil, /proc and the cgroup files.
+
+    CPU load is measured since the previous :meth:`read` (or construction) from this object's
+    own ``cpu_times`` counters: the same sums as ``psutil.cpu_percent(interval=None)``, without
+    its module-wide state that any other caller in the process would disturb. Reads closer
+    together than ``min_interval_s`` wait for the rest of it. Things that hardly change (usable
+    CPUs, quota, limits) are re-read every ``refresh_s`` seconds.
+    """
+
+    def __init__(
+        self,
+        cgroup_root: Path = CGROUP_ROOT,
+        proc_root: Path = PROC_ROOT,
+        refresh_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        min_interval_s: float = 0.1,
+    ) -> None:
+        self._cgroup_root = cgroup_root
+        self._min_interval_s = min_interval_s
+        self._proc_root = proc_root
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._static: dict[str, Any] = {}
+        self._static_at: float | None = None
+        self._prev_total = _busy_and_total(psutil.cpu_times())
+        self._prev_cores = [_busy_and_total(t) for t in psutil.cpu_times(percpu=True)]
+        self._prev_at = time.monotonic()
+
+    def _read_static(self) -> dict[str, Any]:
+        now = self._clock()
+        if self._static_at is not None and now - self._static_at < self._refresh_s:
+            return self._static
+        root = self._cgroup_root
+        limits = thread_limits(root, self._proc_root)
+        try:
+            affinity: int | None = len(psutil.Process().cpu_affinity() or ())
+        except (AttributeError, psutil.Error, OSError):
+            affinity = None
+        self._static = {
+            "usable_cpus": usable_cpus(root),
+            "host_cpus": psutil.cpu_count() or 1,
+            "cpu_quota": _cgroup_cpu_quota(root),
+            "mem_limit_bytes": cgroup_memory_limit(root),
+            "ulimit_u": limits.ulimit_u,
+            "pids_max": limits.pids_max,
+            "threads_max": limits.threads_max,
+            "affinity_cpus": affinity or None,
+        }
+        self._static_at = now
+        return self._static
+
+    def read(self) -> HostReading:
+        with self._lock:
+            static = self._read_static()
+            # loads over a few milliseconds are noise (0 or 100 %): the first read after
+            # construction waits until ``min_interval_s`` has passed (it runs in a worker thread)
+            wait = self._min_interval_s - (time.monotonic() - self._prev_at)
+            if wait > 0:
+                time.sleep(wait)
+            self._prev_at = time.monotonic()
+            total_now = _busy_and_total(psutil.cpu_times())
+            cores_now = [_busy_and_total(t) for t in psutil.cpu_times(percpu=True)]
+            if len(cores_now) != len(self._prev_cores):  # a CPU went on/offline
+                self._prev_cores = cores_now
+            per_core = tuple(
+                round(_percent(b, a), 1) for b, a in zip(self._prev_cores, cores_now, strict=True)
+            )
+            total_pct = round(_percent(self._prev_total, total_now), 1)
+            self._prev_total, self._prev_cores = total_now, cores_now
+
+            memory = psutil.virtual_memory()
+            try:
+                load = tuple(float(v) for v in psutil.getloadavg())
+            except (AttributeError, OSError):
+                load = (0.0, 0.0, 0.0)
+            root = self._cgroup_root
+            return HostReading(
+                per_core_pct=per_core,
+                cpu_total_pct=total_pct,
+                load_avg=(load[0], load[1], load[2]),
+                mem_used_bytes=int(memory.total - memory.available),
+                mem_total_bytes=int(memory.total),
+                machine_threads=machine_threads(self._proc_root),
+                pids_current=_read_first_int(
+                    (root / "pids.current", root / "pids" / "pids.current")
+                ),
+                mem_cgroup_used_bytes=(
+                    _read_first_int(
+                        (root / "memory.current", root / "memory" / "memory.usage_in_bytes")
+                    )
+                    if static["mem_limit_bytes"] is not None
+                    else None
+                ),
+                **static,
+            )
+
+
+# --------------------------------------------------------------------------- GPUs
+
+
+class GpuSource(Protocol):
+    def read(self) -> tuple[tuple[GpuSnapshot, ...], str]:
+        """The GPUs now, and a note ("" when fine; why there are none otherwise)."""
+        ...
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+class NvmlGpus:
+    """GPUs through NVML (``pynvml`` from nvidia-ml-py).
+
+    NVML is initialised once, on the first read. Utilisation and memory are read every time;
+    temperature, power and the power limit are cached for ``slow_ttl_s`` seconds because some
+    drivers take tens of milliseconds for them. No library, no driver or any NVML error gives
+    zero GPUs and a note; this class never raises from :meth:`read`.
+    """
+
+    def __init__(
+        self, slow_ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.slow_ttl_s = slow_ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._nvml: Any = None
+        self._devices: list[tuple[int, str, Any]] = []  # index, name, handle
+        self._init_note: str | None = None  # set once initialisation was tried
+        self._slow: dict[int, tuple[float, float | None, float | None, float | None]] = {}
+
+    def _init(self) -> None:
+        try:
+            import pynvml
+        except ImportError:
+            self._init_note = "no NVIDIA GPU / driver: nvidia-ml-py is not installed"
+            return
+        try:
+            pynvml.nvmlInit()
+        except Exception as err:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
+            self._init_note = f"no NVIDIA GPU / driver: {_text(err) or type(err).__name__}"
+            return
+        try:
+            devices = []
+            for i in range(int(pynvml.nvmlDeviceGetCount())):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+                devices.append((i, _text(pynvml.nvmlDeviceGetName(handle)), handle))
+        except Exception as err:
+            self._init_note = f"no NVIDIA GPU / driver: NVML failed listing GPUs: {err}"
+            with contextlib.suppress(Exception):
+                pynvml.nvmlShutdown()
+            return
+        self._nvml = pynvml
+        self._devices = devices
+        self._init_note = "" if devices else "no NVIDIA GPU / driver: NVML sees no GPU"
+
+    def _slow_values(
+        self, index: int, handle: Any
+    ) -> tuple[float | None, float | None, float | None]:
+        now = self._clock()
+        cached = self._slow.get(index)
+        if cached is not None and now - cached[0] < self.slow_ttl_s:
+            return cached[1], cached[2], cached[3]
+        nvml = self._nvml
+        temp = power = limit = None
+        with contextlib.suppress(Exception):  # NVML_ERROR_NOT_SUPPORTED on some boards
+            temp = float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
+        with contextlib.suppress(Exception):
+            power = nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0  # milliwatts
+        with contextlib.suppress(Exception):
+            limit = nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0
+        self._slow[index] = (now, temp, power, limit)
+        return temp, power, limit
+
+    def read(self) -> tuple[tuple[GpuSnapshot, ...], str]:
+        with self._lock:
+            if self._init_note is None:
+                self._init()
+            if self._nvml is None:
+                return (), self._init_note or ""
+            nvml = self._nvml
+            gpus = []
+            for index, name, handle in self._devices:
+                try:
+                    util = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+                    memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+                    used, total = int(memory.used), int(memory.total)
+                except Exception as err:  # GPU fell off the bus, driver reloaded, ...
+                    return (), f"NVML error on GPU {index}: {_text(err) or type(err).__name__}"
+                temp, power, limit = self._slow_values(index, handle)
+                gpus.append(GpuSnapshot(index, name, util, used, total, temp, power, limit))
+            return tuple(gpus), ""
+
+    def close(self) -> None:
+        with self._lock:
+            if self._nvml is not None:
+                with contextlib.suppress(Exception):
+                    self._nvml.nvmlShutdown()
+            self._nvml = None
+            self._devices = []
+            self._init_note = None
+
+
+# --------------------------------------------------------------------------- jobs
+
+JobSource = Callable[[], Mapping[str, int]]
+"""Returns ``{run_id: pid}`` of the live jobs."""
+
+
+def read_environ(pid: int, proc_root: Path = PROC_ROOT) -> dict[str, str] | None:
+    """The environment a process was started with (``/proc/<pid>/environ``); None if unreadable.
+
+    Only the environment at exec time: a process that changes ``os.environ`` later does not
+    show it here.
+    """
+    try:
+        raw = (proc_root / str(pid) / "environ").read_bytes()
+    except OSError:
+        return None
+    env: dict[str, str] = {}
+    for entry in raw.split(b"\0"):
+        key, sep, value = entry.partition(b"=")
+        if sep:
+            env[key.decode(errors="replace")] = value.decode(errors="replace")
+    return env
+
+
+def process_table(proc_root: Path = PROC_ROOT) -> dict[int, tuple[int, int]]:
+    """``{pid: (ppid, threads)}`` of every process, from one read of each ``/proc/<pid>/stat``.
+
+    One pass over ``/proc`` per sample: walking a 256-process job tree with psutil (which
+    rebuilds the parent map and checks each process's creation time) cost ~70 ms a sample.
+    """
+    table: dict[int, tuple[int, int]] = {}
+    try:
+        entries = os.listdir(proc_root)
+    except OSError:
+        return table
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(proc_root / name / "stat", "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            continue  # exited while we read
+        # "pid (comm) state ppid ... num_threads ...": comm may hold spaces and parentheses.
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        try:
+            table[int(name)] = (int(fields[1]), int(fields[17]))
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def job_threads(
+    run_id: str,
+    pid: int,
+    proc_root: Path = PROC_ROOT,
+    table: Mapping[int, tuple[int, int]] | None = None,
+) -> JobThreads | None:
+    """Processes and threads of ``pid`` and all its descendants; None when ``pid`` is gone.
+
+    ``table``: a :func:`process_table` to reuse across the jobs of one sample.
+    """
+    table = process_table(proc_root) if table is None else table
+    if pid not in table:
+        return None
+    children: dict[int, list[int]] = {}
+    for child, (parent, _threads) in table.items():
+        children.setdefault(parent, []).append(child)
+    processes = threads = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        processes += 1
+        threads += table[current][1]
+        todo.extend(children.get(current, ()))
+    env = read_environ(pid, proc_root)
+    if env is None:
+        return JobThreads(run_id, pid, processes, threads, None, {})
+    blas = {name: env.get(name) for name in THREAD_VARS}
+    sanitized = all(value == "1" for value in blas.values())
+    return JobThreads(run_id, pid, processes, threads, sanitized, blas)
+
+
+# --------------------------------------------------------------------------- samplers
+
+
+class Sampler(Protocol):
+    def sample(self) -> HardwareSnapshot: ...
+
+
+class _NoJobs:
+    def __call__(self) -> Mapping[str, int]:
+        return {}
+
+
+class HardwareSampler:
+    """The live machine: host, GPUs and jobs in one snapshot per :meth:`sample` call.
+
+    Calls are serialised by a lock, so it may be called from a worker thread (one at a time is
+    what the hardware screen does anyway).
+    """
+
+    def __init__(
+        self,
+        host: HostSource | None = None,
+        gpus: GpuSource | None = None,
+        jobs: JobSource | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host = host if host is not None else PsutilHost()
+        self.gpus = gpus if gpus is not None else NvmlGpus()
+        self.jobs = jobs if jobs is not None else _NoJobs()
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def _jobs(self) -> tuple[JobThreads, ...]:
+        try:
+            live = dict(self.jobs())
+        except Exception:  # the job list is the lead's; a failure there must not stop sampling
+            return ()
+        found = []
+        table = process_table() if live else {}
+        for run_id, pid in sorted(live.items()):
+            try:
+                job = job_threads(str(run_id), int(pid), table=table)
+            except (psutil.Error, OSError):
+                job = None
+            if job is not None:
+                found.append(job)
+        return tuple(found)
+
+    def sample(self) -> HardwareSnapshot:
+        with self._lock:
+            start = time.perf_counter()
+            host = self.host.read()
+            try:
+                gpus, note = self.gpus.read()
+            except Exception as err:  # a GpuSource should not raise; be safe anyway
+                gpus, note = (), f"GPU source failed: {err}"
+            jobs = self._jobs()
+            elapsed_ms = (time.perf_counter() - start) * 1000.0
+            return HardwareSnapshot(
+                ts=self._clock(),
+                gpus=tuple(gpus),
+                gpu_note=note,
+                jobs=jobs,
+                sample_ms=round(elapsed_ms, 2),
+                **asdict(host),
+            )
+
+    def close(self) -> None:
+        close = getattr(self.gpus, "close", None)
+        if close is not None:
+            close()
+
+
+class RecordedSampler:
+    """Replays recorded snapshots in order; the last one repeats forever."""
+
+    def __init__(self, snapshots: Sequence[HardwareSnapshot]) -> None:
+        if not snapshots:
+            raise ValueError("RecordedSampler needs at least one snapshot")
+        self.snapshots = list(snapshots)
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> RecordedSampler:
+        return cls(load_snapshots(path))
+
+    def sample(self) -> HardwareSnapshot:
+        with self._lock:
+            snapshot = self.snapshots[min(self.calls, len(self.snapshots) - 1)]
+            self.calls += 1
+            return snapshot
+
+
+def load_snapshots(path: str | Path) -> list[HardwareSnapshot]:
+    """Snapshots from a JSON file: ``{"snapshots": [...]}`` or a plain list."""
+    data = json.loads(Path(path).read_text())
+    items = data["snapshots"] if isinstance(data, dict) else data
+    return [HardwareSnapshot.from_dict(item) for item in items]
+
+
+def save_snapshots(path: str | Path, snapshots: Iterable[HardwareSnapshot], note: str = "") -> None:
+    """Write snapshots as JSON that :func:`load_snapshots` / :meth:`RecordedSampler.from_json` read."""
+    doc: dict[str, Any] = {"snapshots": [s.to_dict() for s in snapshots]}
+    if note:
+        doc = {"note": note, **doc}
+    Path(path).write_text(json.dumps(doc, indent=1) + "\n")

@@ -1,0 +1,435 @@
+"""One run in detail: members per fold, out-of-sample results, Monte Carlo, throughput history.
+
+Everything shown comes from :class:`ploutos_tui.runs_model.RunsWatcher` snapshots, polled in a
+worker thread; the next poll is scheduled only once the previous result has been drawn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Label, Log, ProgressBar, Sparkline, Static
+from textual.worker import Worker, WorkerState
+
+from ploutos_tui.runs_model import MemberRow, RunSnapshot, RunsWatcher, format_duration
+from ploutos_tui.widgets.histogram import Histogram
+
+STATE_STYLES = {
+    "starting": "cyan",
+    "running": "bold green",
+    "stopping": "yellow",
+    "stopped": "yellow",
+    "finished": "bold blue",
+    "failed": "bold red",
+    "interrupted": "bold magenta",
+    "pending": "dim",
+}
+
+_PROGRESS_STEPS = 1000
+
+
+def state_text(state: str) -> Text:
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def pct(value: Any, signed: bool = True) -> str:
+    if not isinstance(value, (int, float)):
+        return "—"
+    return f"{value * 100:+.2f}%" if signed else f"{value * 100:.2f}%"
+
+
+def num(value: Any, fmt: str = ".2f") -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) else "—"
+
+
+def steps(n: int) -> str:
+    """Timesteps, short: ``4,096``, ``250k``, ``12.5M``."""
+    if n < 100_000:
+        return f"{n:,}"
+    if n < 1_000_000:
+        return f"{n / 1000:.0f}k"
+    return f"{n / 1e6:.1f}M" if n < 1e9 else f"{n / 1e9:.1f}G"
+
+
+def member_cells(m: MemberRow) -> tuple[Any, ...]:
+    eta = format_duration(m.eta_s) if m.state == "running" else "—"
+    return (
+        str(m.fold),
+        str(m.member),
+        state_text(m.state),
+        Text(f"{steps(m.timesteps)}/{steps(m.total)}", justify="right"),
+        Text(f"{m.fps:,.0f}" if m.fps else "—", justify="right"),
+        Text(num(m.mean_reward, "+.4f"), justify="right"),
+        eta,
+        m.node or "—",
+        Text(m.error or "", style="red"),
+    )
+
+
+class LogScreen(ModalScreen[None]):
+    """The last lines of a run's ``logs/train.log`` (read from the end of the file)."""
+
+    DEFAULT_CSS = """
+    LogScreen { align: center middle; }
+    LogScreen > Vertical {
+        width: 96%; height: 90%;
+        border: round $accent; background: $surface; padding: 0 1;
+    }
+    LogScreen #log-title { height: 1; text-style: bold; }
+    LogScreen Log { height: 1fr; }
+    """
+    BINDINGS = [
+        Binding("escape,q", "close", "Close"),
+        Binding("r", "reload", "Reload"),
+    ]
+
+    def __init__(self, watcher: RunsWatcher, run_id: str, lines: int = 200) -> None:
+        super().__init__()
+        self.watcher = watcher
+        self.run_id = run_id
+        self.lines = lines
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"{self.run_id}: logs/train.log (last {self.lines} lines)", id="log-title")
+            yield Log(id="log", highlight=False)
+            yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        self._load()
+
+    @work(thread=True, exclusive=True, group="log", exit_on_error=False)
+    def _load(self) -> list[str]:
+        return self.watcher.log_tail(self.run_id, self.lines)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "log":
+            return
+        log = self.query_one(Log)
+        if event.state == WorkerState.SUCCESS:
+            lines = event.worker.result or ["(the log is empty)"]
+            log.clear()
+            log.write_lines(lines)
+        elif event.state == WorkerState.ERROR:
+            log.clear()
+            log.write_line(f"cannot read the log: {event.worker.error}")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class RunScreen(Screen[None]):
+    """Detail of one run. ``s`` stop, ``r`` resume, ``l`` log, ``m`` Monte Carlo scope."""
+
+    DEFAULT_CSS = """
+    RunScreen #body { height: 1fr; padding: 0 1; }
+    RunScreen #title { height: auto; }
+    RunScreen #progress-row { height: 1; }
+    RunScreen #progress-row ProgressBar { width: auto; }
+    RunScreen #eta { width: 1fr; padding-left: 2; }
+    RunScreen #run-error { color: $error; height: auto; }
+    RunScreen .section { margin-top: 1; text-style: bold; color: $accent; }
+    RunScreen DataTable { height: auto; max-height: 16; }
+    RunScreen #mc-row { height: auto; }
+    RunScreen #histogram { width: 1fr; max-width: 100; height: 10; }
+    RunScreen #mc-stats { width: 30; height: auto; padding-left: 1; }
+    RunScreen .spark-row { height: 3; }
+    RunScreen .spark-label { width: 22; }
+    RunScreen Sparkline { width: 1fr; height: 3; }
+    """
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("s", "stop", "Stop"),
+        Binding("r", "resume", "Resume"),
+        Binding("l", "log", "Log"),
+        Binding("m", "next_scope", "MC scope"),
+    ]
+
+    def __init__(self, watcher: RunsWatcher, run_id: str, interval_s: float = 1.0) -> None:
+        super().__init__()
+        self.watcher = watcher
+        self.run_id = run_id
+        self.interval_s = interval_s
+        self.snapshot: RunSnapshot | None = None
+        self.scope: str | None = None  # None: pooled, or the latest fold until pooled exists
+        self.polls_rendered = 0
+        self._timer: Any = None
+        self._members_keys: list[str] = []
+        self._paused = False
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="body"):
+            yield Static(f"Run {self.run_id}", id="title")
+            with Horizontal(id="progress-row"):
+                yield ProgressBar(total=_PROGRESS_STEPS, show_eta=False, id="progress")
+                yield Static("", id="eta")
+            yield Static("", id="run-error")
+            yield Label("Members", classes="section")
+            yield DataTable(id="members", cursor_type="row", zebra_stripes=True)
+            yield Label("Out of sample: ensemble vs buy and hold", classes="section")
+            yield DataTable(id="folds", cursor_type="none", zebra_stripes=True)
+            yield Label("Monte Carlo", id="mc-title", classes="section")
+            with Horizontal(id="mc-row"):
+                yield Histogram(id="histogram")
+                yield Static("", id="mc-stats")
+            yield Label("History", classes="section")
+            with Horizontal(classes="spark-row"):
+                yield Static("fps", id="fps-label", classes="spark-label")
+                yield Sparkline([], id="fps-spark")
+            with Horizontal(classes="spark-row"):
+                yield Static("mean reward", id="reward-label", classes="spark-label")
+                yield Sparkline([], id="reward-spark")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        # Fixed widths: a DataTable whose columns grow repaints its header late.
+        members = self.query_one("#members", DataTable)
+        for label, key, width, right in (
+            ("fold", "fold", 4, False),
+            ("mem", "member", 3, False),
+            ("state", "state", 8, False),
+            ("timesteps", "timesteps", 13, True),
+            ("fps", "fps", 7, True),
+            ("reward", "reward", 8, True),
+            ("ETA", "eta", 6, False),
+            ("node", "node", 10, False),
+        ):
+            members.add_column(
+                Text(label, justify="right") if right else label, key=key, width=width
+            )
+        members.add_column("error", key="error")
+        folds = self.query_one("#folds", DataTable)
+        for label, key, width, right in (
+            ("fold", "fold", 4, False),
+            ("", "who", 10, False),
+            ("return", "return", 8, True),
+            ("Sharpe", "sharpe", 7, True),
+            ("max DD", "dd", 7, True),
+            ("turnover", "turnover", 8, True),
+            ("members", "used", 7, True),
+        ):
+            folds.add_column(Text(label, justify="right") if right else label, key=key, width=width)
+        self.query_one("#run-error").display = False
+        self._poll()
+
+    # ------------------------------------------------------------------ polling
+    @work(thread=True, exclusive=True, group="run-poll", exit_on_error=False)
+    def _poll(self) -> RunSnapshot | None:
+        return self.watcher.poll_run(self.run_id)
+
+    def _schedule(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(self.interval_s, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self.is_current:
+            self._poll()
+        else:
+            self._paused = True  # covered by another screen: poll again when shown
+
+    def on_screen_resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._poll()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        group, state = event.worker.group, event.state
+        if group == "run-poll" and state == WorkerState.SUCCESS:
+            self.show(event.worker.result)
+            self._schedule()
+        elif group == "run-poll" and state == WorkerState.ERROR:
+            self.query_one("#title", Static).update(
+                Text(f"Run {self.run_id}: cannot read it: {event.worker.error}", style="red")
+            )
+            self._schedule()
+        elif group == "run-action" and state == WorkerState.SUCCESS:
+            self.notify(str(event.worker.result))
+            self._poll()
+        elif group == "run-action" and state == WorkerState.ERROR:
+            self.notify(str(event.worker.error), severity="error", timeout=8)
+
+    # ------------------------------------------------------------------ drawing
+    def show(self, snap: RunSnapshot | None) -> None:
+        """Draw one snapshot (the UI thread)."""
+        self.snapshot = snap
+        self.polls_rendered += 1
+        title = self.query_one("#title", Static)
+        if snap is None:
+            title.update(Text(f"Run {self.run_id}: no such run (deleted?)", style="red"))
+            return
+        head = Text.assemble(
+            ("Run ", "bold"),
+            (snap.run_id, "bold"),
+            "  ",
+            state_text(snap.state),
+        )
+        if snap.pid:
+            head.append(f"  pid {snap.pid}", style="dim")
+        head.append(
+            f"\n{snap.config or '?'} · {snap.algorithm or '?'} · {snap.n_folds} folds × "
+            f"{snap.ensemble} members" + (f" · profile {snap.profile}" if snap.profile else ""),
+            style="dim",
+        )
+        title.update(head)
+        self.query_one("#progress", ProgressBar).update(
+            progress=round(snap.progress * _PROGRESS_STEPS)
+        )
+        eta = f"ETA {format_duration(snap.eta_s)}" if snap.live else ""
+        self.query_one("#eta", Static).update(
+            f"elapsed {format_duration(snap.elapsed_s)}" + (f"   {eta}" if eta else "")
+        )
+        err = self.query_one("#run-error", Static)
+        err.display = bool(snap.error)
+        err.update(f"error: {snap.error}" if snap.error else "")
+        self._show_members(snap)
+        self._show_folds(snap)
+        self._show_montecarlo(snap)
+        self._show_history(snap)
+
+    def _show_members(self, snap: RunSnapshot) -> None:
+        table = self.query_one("#members", DataTable)
+        keys = [f"{m.fold}/{m.member}" for m in snap.members]
+        columns = ("fold", "member", "state", "timesteps", "fps", "reward", "eta", "node", "error")
+        if keys == self._members_keys:
+            for key, m in zip(keys, snap.members, strict=True):
+                for col, cell in zip(columns, member_cells(m), strict=True):
+                    table.update_cell(key, col, cell)
+            return
+        cursor = table.cursor_row
+        table.clear()
+        for key, m in zip(keys, snap.members, strict=True):
+            table.add_row(*member_cells(m), key=key)
+        self._members_keys = keys
+        if keys:
+            table.move_cursor(row=min(cursor, len(keys) - 1), animate=False)
+
+    def _show_folds(self, snap: RunSnapshot) -> None:
+        table = self.query_one("#folds", DataTable)
+        table.clear()
+        ensemble = snap.ensemble
+        for f in snap.folds:
+            if f.error and not f.oos:
+                table.add_row(str(f.fold), Text(f"failed: {f.error}", style="red"))
+                continue
+            for who, metrics, used in (
+                ("ensemble", f.oos, f"{f.members_used}/{ensemble}" if ensemble else "—"),
+                ("buy & hold", f.buy_and_hold, ""),
+            ):
+                ret = metrics.get("total_return")
+                style = (
+                    "" if not isinstance(ret, (int, float)) else ("green" if ret >= 0 else "red")
+                )
+                table.add_row(
+                    str(f.fold) if who == "ensemble" else "",
+                    Text(who, style="bold" if who == "ensemble" else "dim"),
+                    Text(pct(ret), style=style, justify="right"),
+                    Text(num(metrics.get("sharpe")), justify="right"),
+                    Text(pct(metrics.get("max_drawdown"), signed=False), justify="right"),
+                    Text(num(metrics.get("turnover"), ".1f"), justify="right"),
+                    Text(used, justify="right"),
+                )
+        if not snap.folds:
+            table.add_row("—", Text("no fold evaluated yet", style="dim"))
+
+    def current_scope(self) -> str | None:
+        snap = self.snapshot
+        if snap is None:
+            return None
+        if self.scope in snap.montecarlo:
+            return self.scope
+        return snap.default_scope()
+
+    def _show_montecarlo(self, snap: RunSnapshot) -> None:
+        scope = self.current_scope()
+        stats = snap.montecarlo.get(scope) if scope else None
+        title = self.query_one("#mc-title", Label)
+        hist = self.query_one("#histogram", Histogram)
+        box = self.query_one("#mc-stats", Static)
+        if not stats:
+            title.update("Monte Carlo")
+            hist.update_stats(None)
+            box.update(Text("no Monte Carlo statistics yet", style="dim"))
+            return
+        n_scopes = len(snap.montecarlo_scopes())
+        hint = "  (m: next scope)" if n_scopes > 1 else ""
+        title.update(f"Monte Carlo: {scope.replace('_', ' ')}, final returns{hint}")
+        hist.update_stats(stats)
+        loss = stats.get("loss_probability")
+        rows = [
+            ("simulations", f"{stats.get('simulations', '—')}", ""),
+            ("loss probability", pct(loss, signed=False), "bold yellow"),
+            ("VaR 95", pct(stats.get("var_95")), "bold red"),
+            ("CVaR 95", pct(stats.get("cvar_95")), "red"),
+            ("median", pct(stats.get("median")), ""),
+            ("mean", pct(stats.get("mean")), ""),
+            ("max DD median", pct(stats.get("max_drawdown_median"), signed=False), ""),
+            ("max DD p95", pct(stats.get("max_drawdown_p95"), signed=False), ""),
+        ]
+        text = Text()
+        for i, (label, value, style) in enumerate(rows):
+            text.append(f"{label:<17}")
+            text.append(f"{value:>9}", style=style)
+            if i < len(rows) - 1:
+                text.append("\n")
+        box.update(text)
+
+    def _show_history(self, snap: RunSnapshot) -> None:
+        fps, reward = snap.fps_history, snap.reward_history
+        self.query_one("#fps-spark", Sparkline).data = list(fps)
+        self.query_one("#reward-spark", Sparkline).data = list(reward)
+        self.query_one("#fps-label", Static).update(
+            f"fps{f'  {fps[-1]:,.0f}' if fps else ''}\n"
+            + (f"[dim]max {max(fps):,.0f}[/]" if fps else "[dim]no progress yet[/]")
+        )
+        self.query_one("#reward-label", Static).update(
+            f"mean reward{f'  {reward[-1]:+.4f}' if reward else ''}\n"
+            + (f"[dim]{min(reward):+.4f}..{max(reward):+.4f}[/]" if reward else "")
+        )
+
+    # ------------------------------------------------------------------ actions
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+
+    def action_next_scope(self) -> None:
+        snap = self.snapshot
+        if snap is None:
+            return
+        scopes = snap.montecarlo_scopes()
+        if not scopes:
+            self.notify("no Monte Carlo statistics yet")
+            return
+        current = self.current_scope()
+        index = scopes.index(current) if current in scopes else -1
+        self.scope = scopes[(index + 1) % len(scopes)]
+        self._show_montecarlo(snap)
+
+    def action_stop(self) -> None:
+        self._act("stop")
+
+    def action_resume(self) -> None:
+        self._act("resume")
+
+    def action_log(self) -> None:
+        self.app.push_screen(LogScreen(self.watcher, self.run_id))
+
+    def _act(self, verb: str) -> None:
+        self._run_action(verb, self.run_id)
+
+    @work(thread=True, group="run-action", exit_on_error=False)
+    def _run_action(self, verb: str, run_id: str) -> str:
+        result = getattr(self.watcher, verb)(run_id)
+        return f"{run_id}: {verb} requested" + (f" (state {result})" if verb == "stop" else "")

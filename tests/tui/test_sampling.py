@@ -1,0 +1,423 @@
+"""Hardware sampling: the real machine, fake NVML, real child process trees, recorded fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import psutil
+import pytest
+
+from engine.threads import THREAD_VARS, sanitized_env
+from ploutos_tui.sampling import (
+    GpuSnapshot,
+    HardwareSampler,
+    HardwareSnapshot,
+    HostReading,
+    JobThreads,
+    NvmlGpus,
+    PsutilHost,
+    RecordedSampler,
+    cgroup_memory_limit,
+    job_threads,
+    load_snapshots,
+    save_snapshots,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURE_NAMES = (
+    "hardware_2cores_nogpu.json",
+    "hardware_16cores.json",
+    "hardware_256cores_3090.json",
+    "hardware_threads_near_limit.json",
+)
+GiB = 1024**3
+
+
+# --------------------------------------------------------------------------- the real machine
+
+
+def test_hardware_sampler_on_this_machine_never_raises():
+    sampler = HardwareSampler()
+    first = sampler.sample()
+    time.sleep(0.05)
+    snap = sampler.sample()
+    sampler.close()
+
+    assert len(snap.per_core_pct) == psutil.cpu_count()
+    assert all(0.0 <= v <= 100.0 for v in snap.per_core_pct)
+    assert 0.0 <= snap.cpu_total_pct <= 100.0
+    assert 1 <= snap.usable_cpus <= snap.host_cpus
+    assert 0 < snap.mem_used_bytes <= snap.mem_total_bytes
+    assert snap.machine_threads is None or snap.machine_threads > 0
+    assert snap.sample_ms >= 0.0 and snap.ts >= first.ts
+    assert snap.jobs == ()
+    if not snap.gpus:  # this box (2 CPUs, no GPU): zero GPUs and a note saying why
+        assert snap.gpu_note.startswith("no NVIDIA GPU / driver")
+    assert HardwareSnapshot.from_dict(json.loads(json.dumps(snap.to_dict()))) == snap
+
+
+def test_psutil_host_reads_quota_and_limits_from_the_cgroup_files(tmp_path):
+    (tmp_path / "cpu.max").write_text("100000 100000\n")  # 1 CPU
+    (tmp_path / "memory.max").write_text(f"{8 * GiB}\n")
+    (tmp_path / "memory.current").write_text(f"{3 * GiB}\n")
+    (tmp_path / "pids.max").write_text("4096\n")
+    (tmp_path / "pids.current").write_text("123\n")
+    reading = PsutilHost(cgroup_root=tmp_path).read()
+    assert isinstance(reading, HostReading)
+    assert reading.cpu_quota == 1.0 and reading.usable_cpus == 1
+    assert reading.mem_limit_bytes == 8 * GiB and reading.mem_cgroup_used_bytes == 3 * GiB
+    assert reading.pids_max == 4096 and reading.pids_current == 123
+    assert reading.host_cpus == psutil.cpu_count()
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({}, None),
+        ({"memory.max": "max\n"}, None),
+        ({"memory.max": "8589934592\n"}, 8 * GiB),
+        ({"memory/memory.limit_in_bytes": "9223372036854771712\n"}, None),  # v1 "unlimited"
+        ({"memory/memory.limit_in_bytes": "4294967296\n"}, 4 * GiB),
+        ({"memory.max": "junk\n", "memory/memory.limit_in_bytes": "4294967296\n"}, 4 * GiB),
+    ],
+)
+def test_cgroup_memory_limit_agrees_with_the_engine(tmp_path, files, expected):
+    from engine.hardware import _cgroup_memory_limit
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_memory_limit(tmp_path) == expected == _cgroup_memory_limit(tmp_path)
+
+
+def test_sampling_does_not_import_pandas():
+    code = "import sys, ploutos_tui.sampling; print('pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_psutil_host_never_measures_load_over_a_few_milliseconds():
+    host = PsutilHost(min_interval_s=0.2)
+    start = time.monotonic()
+    host.read()
+    assert time.monotonic() - start >= 0.15
+
+
+def test_psutil_host_rereads_static_facts_only_after_refresh(tmp_path):
+    now = [0.0]
+    (tmp_path / "pids.max").write_text("100\n")
+    host = PsutilHost(cgroup_root=tmp_path, refresh_s=30.0, clock=lambda: now[0])
+    assert host.read().pids_max == 100
+    (tmp_path / "pids.max").write_text("200\n")
+    now[0] = 10.0
+    assert host.read().pids_max == 100
+    now[0] = 31.0
+    assert host.read().pids_max == 200
+
+
+# --------------------------------------------------------------------------- NVML (fake module)
+
+
+class FakeNVMLError(Exception):
+    pass
+
+
+def fake_pynvml(
+    *, fail_init: bool = False, fail_util: bool = False, name=b"NVIDIA GeForce RTX 3090"
+):
+    """A stand-in for pynvml that reads one RTX 3090 and counts its calls."""
+    calls: dict[str, int] = {}
+
+    def counted(fn_name, result):
+        def fn(*_args):
+            calls[fn_name] = calls.get(fn_name, 0) + 1
+            if callable(result):
+                return result()
+            return result
+
+        return fn
+
+    def init():
+        calls["nvmlInit"] = calls.get("nvmlInit", 0) + 1
+        if fail_init:
+            raise FakeNVMLError("Driver Not Loaded")
+
+    def util():
+        if fail_util:
+            raise FakeNVMLError("GPU is lost")
+        return types.SimpleNamespace(gpu=95, memory=40)
+
+    module = types.ModuleType("pynvml")
+    module.NVMLError = FakeNVMLError
+    module.NVML_TEMPERATURE_GPU = 0
+    module.nvmlInit = init
+    module.nvmlShutdown = counted("nvmlShutdown", None)
+    module.nvmlDeviceGetCount = counted("nvmlDeviceGetCount", 1)
+    module.nvmlDeviceGetHandleByIndex = counted("nvmlDeviceGetHandleByIndex", "handle0")
+    module.nvmlDeviceGetName = counted("nvmlDeviceGetName", name)
+    module.nvmlDeviceGetUtilizationRates = counted("nvmlDeviceGetUtilizationRates", util)
+    module.nvmlDeviceGetMemoryInfo = counted(
+        "nvmlDeviceGetMemoryInfo",
+        types.SimpleNamespace(used=22 * GiB, total=24 * GiB, free=2 * GiB),
+    )
+    module.nvmlDeviceGetTemperature = counted("nvmlDeviceGetTemperature", 78)
+    module.nvmlDeviceGetPowerUsage = counted("nvmlDeviceGetPowerUsage", 330_000)  # mW
+    module.nvmlDeviceGetEnforcedPowerLimit = counted("nvmlDeviceGetEnforcedPowerLimit", 350_000)
+    module.calls = calls
+    return module
+
+
+def test_nvml_gpus_reads_a_3090(monkeypatch):
+    fake = fake_pynvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    gpus, note = NvmlGpus().read()
+    assert note == ""
+    assert gpus == (
+        GpuSnapshot(0, "NVIDIA GeForce RTX 3090", 95.0, 22 * GiB, 24 * GiB, 78.0, 330.0, 350.0),
+    )
+    assert gpus[0].mem_pct == pytest.approx(100 * 22 / 24)
+
+
+def test_nvml_init_error_means_no_gpu_and_a_note(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(fail_init=True))
+    source = NvmlGpus()
+    assert source.read() == ((), "no NVIDIA GPU / driver: Driver Not Loaded")
+    assert source.read()[0] == ()
+    assert sys.modules["pynvml"].calls["nvmlInit"] == 1  # initialised once, not every sample
+
+
+def test_missing_nvml_library_means_no_gpu(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
+    gpus, note = NvmlGpus().read()
+    assert gpus == () and "nvidia-ml-py is not installed" in note
+
+
+def test_nvml_error_while_reading_means_no_gpu_not_an_exception(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(fail_util=True))
+    gpus, note = NvmlGpus().read()
+    assert gpus == () and note == "NVML error on GPU 0: GPU is lost"
+    snap = HardwareSampler(gpus=NvmlGpus()).sample()
+    assert snap.gpus == () and "GPU is lost" in snap.gpu_note
+
+
+def test_temperature_and_power_are_cached_for_the_ttl(monkeypatch):
+    fake = fake_pynvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    now = [100.0]
+    source = NvmlGpus(slow_ttl_s=5.0, clock=lambda: now[0])
+    for t in (100.0, 101.0, 104.9):
+        now[0] = t
+        assert source.read()[0][0].temp_c == 78.0
+    assert fake.calls["nvmlDeviceGetUtilizationRates"] == 3  # every sample
+    assert fake.calls["nvmlDeviceGetMemoryInfo"] == 3
+    assert fake.calls["nvmlDeviceGetTemperature"] == 1  # cached
+    assert fake.calls["nvmlDeviceGetPowerUsage"] == 1
+    now[0] = 105.1
+    source.read()
+    assert fake.calls["nvmlDeviceGetTemperature"] == 2
+    assert fake.calls["nvmlInit"] == 1
+
+
+def test_close_shuts_nvml_down(monkeypatch):
+    fake = fake_pynvml(name="NVIDIA GeForce RTX 3090")  # str names (newer nvidia-ml-py)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    sampler = HardwareSampler(gpus=NvmlGpus())
+    assert sampler.sample().gpus[0].name == "NVIDIA GeForce RTX 3090"
+    sampler.close()
+    assert fake.calls["nvmlShutdown"] == 1
+
+
+# --------------------------------------------------------------------------- job threads
+
+CHILD = """
+import subprocess, sys, threading
+stop = threading.Event()
+for _ in range(3):
+    threading.Thread(target=stop.wait, daemon=True).start()
+grandchild = None
+if len(sys.argv) > 1:
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+print("ready", flush=True)
+sys.stdin.readline()
+if grandchild is not None:
+    grandchild.kill()
+    grandchild.wait()
+"""
+
+
+class Child:
+    def __init__(self, env: dict[str, str], grandchild: bool = False) -> None:
+        args = [sys.executable, "-c", CHILD] + (["grandchild"] if grandchild else [])
+        self.proc = subprocess.Popen(
+            args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def __enter__(self) -> subprocess.Popen:
+        return self.proc
+
+    def __exit__(self, *exc) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+def _unsanitized_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+
+
+def test_job_threads_of_a_real_process_tree():
+    with Child(sanitized_env(), grandchild=True) as good, Child(_unsanitized_env()) as bad:
+        ok = job_threads("good", good.pid)
+        not_ok = job_threads("bad", bad.pid)
+        sampler = HardwareSampler(jobs=lambda: {"good": good.pid, "bad": bad.pid})
+        snap = sampler.sample()
+    assert ok is not None and not_ok is not None
+    assert ok.processes == 2 and ok.threads >= 5  # child: main + 3, grandchild: 1
+    assert ok.sanitized is True and ok.blas_env == {v: "1" for v in THREAD_VARS}
+    assert ok.unsanitized_vars == {}
+    assert not_ok.processes == 1 and not_ok.threads >= 4
+    assert not_ok.sanitized is False
+    assert not_ok.unsanitized_vars == {v: None for v in THREAD_VARS}
+    assert [job.run_id for job in snap.jobs] == ["bad", "good"]
+    assert snap.jobs[1].sanitized is True
+
+
+def test_job_threads_of_a_gone_process_is_none_and_a_failing_job_source_is_ignored():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert job_threads("gone", proc.pid) is None
+
+    def broken():
+        raise RuntimeError("registry unreadable")
+
+    assert HardwareSampler(jobs=broken).sample().jobs == ()
+    assert HardwareSampler(jobs=lambda: {"gone": proc.pid}).sample().jobs == ()
+
+
+def test_unreadable_environment_gives_sanitized_none(tmp_path):
+    from ploutos_tui.sampling import process_table
+
+    table = process_table()  # the real process table, but no <pid>/environ under tmp_path
+    job = job_threads("me", os.getpid(), proc_root=tmp_path, table=table)
+    assert job is not None and job.sanitized is None and job.blas_env == {}
+    assert job.threads >= 1
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+def _snapshot(i: int = 0, **changes) -> HardwareSnapshot:
+    values = dict(
+        ts=1767268800.0 + i,
+        per_core_pct=(10.0 + i, 90.5),
+        cpu_total_pct=50.2,
+        load_avg=(1.0, 2.0, 3.0),
+        usable_cpus=2,
+        host_cpus=4,
+        cpu_quota=2.0,
+        mem_used_bytes=3 * GiB,
+        mem_total_bytes=16 * GiB,
+        mem_limit_bytes=8 * GiB,
+        gpus=(GpuSnapshot(0, "RTX 3090", 95.0, 22 * GiB, 24 * GiB, None, 330.0, 350.0),),
+        gpu_note="",
+        machine_threads=900,
+        ulimit_u=None,
+        pids_max=1000,
+        threads_max=200000,
+        jobs=(JobThreads("wf-a", 42, 3, 17, False, {"OMP_NUM_THREADS": None}),),
+        sample_ms=1.5,
+    )
+    values.update(changes)
+    return HardwareSnapshot(**values)
+
+
+def test_snapshot_json_round_trip(tmp_path):
+    snap = _snapshot(pids_current=950, mem_cgroup_used_bytes=5 * GiB, affinity_cpus=4)
+    assert HardwareSnapshot.from_dict(json.loads(json.dumps(snap.to_dict()))) == snap
+    path = tmp_path / "snaps.json"
+    save_snapshots(path, [snap, _snapshot(1)], note="test")
+    assert load_snapshots(path) == [snap, _snapshot(1)]
+    assert json.loads(path.read_text())["note"] == "test"
+    # files written before the optional fields existed (or with fields added later) still load
+    older = {k: v for k, v in _snapshot().to_dict().items() if k != "pids_current"}
+    assert HardwareSnapshot.from_dict({**older, "future_field": 1}) == _snapshot()
+
+
+def test_tightest_thread_limit_names_the_limit():
+    snap = _snapshot()
+    assert snap.tightest_thread_limit == ("cgroup pids.max", 1000)
+    assert snap.threads_against_limit() == (900, "cgroup pids.max", 1000)
+    assert snap.thread_limit_fraction == pytest.approx(0.9)
+    # pids.max counts this cgroup's tasks: compared with pids.current when it is known
+    assert _snapshot(pids_current=400).threads_against_limit() == (400, "cgroup pids.max", 1000)
+    # other limits are compared with the machine's threads
+    assert _snapshot(ulimit_u=500, pids_current=400).threads_against_limit() == (
+        900,
+        "ulimit -u",
+        500,
+    )
+    assert _snapshot(pids_max=None, threads_max=None).tightest_thread_limit is None
+    assert _snapshot(pids_max=None, threads_max=None).thread_limit_fraction is None
+
+
+def test_recorded_sampler_replays_in_order_then_repeats_the_last():
+    snaps = [_snapshot(i) for i in range(3)]
+    sampler = RecordedSampler(snaps)
+    assert [sampler.sample() for _ in range(5)] == snaps + [snaps[-1], snaps[-1]]
+    assert sampler.calls == 5
+    with pytest.raises(ValueError):
+        RecordedSampler([])
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_recorded_fixtures_load(name):
+    sampler = RecordedSampler.from_json(FIXTURES / name)
+    assert len(sampler.snapshots) >= 3  # sparklines need some history
+    stamps = [s.ts for s in sampler.snapshots]
+    assert stamps == sorted(stamps)
+    for snap in sampler.snapshots:
+        assert HardwareSnapshot.from_dict(snap.to_dict()) == snap
+        assert len(snap.per_core_pct) == snap.host_cpus
+
+
+def test_fixture_contents_match_their_names():
+    two = load_snapshots(FIXTURES / "hardware_2cores_nogpu.json")[-1]
+    assert len(two.per_core_pct) == 2 and two.gpus == () and two.gpu_note
+
+    big = load_snapshots(FIXTURES / "hardware_256cores_3090.json")[-1]
+    assert len(big.per_core_pct) == 256 and 85 <= big.cpu_total_pct <= 95
+    assert sum(1 for v in big.per_core_pct if v < 5) >= 10
+    assert big.mem_total_bytes >= 1000 * GiB and big.mem_limit_bytes is not None
+    (gpu,) = big.gpus
+    assert "3090" in gpu.name and gpu.util_pct == 95 and gpu.temp_c == 78
+    assert (round(gpu.power_w), gpu.power_limit_w) == (330, 350)
+    assert sorted(job.sanitized for job in big.jobs) == [False, True]
+
+    near = load_snapshots(FIXTURES / "hardware_threads_near_limit.json")[-1]
+    assert near.tightest_thread_limit == ("cgroup pids.max", 4096)
+    assert near.thread_limit_fraction is not None and near.thread_limit_fraction > 0.95
+
+
+def test_process_table_reads_parents_and_threads_even_with_spaces_in_names(tmp_path):
+    from ploutos_tui.sampling import process_table
+
+    for pid, stat in {
+        "10": "10 (bash) S 1 10 10 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 1 2 3",
+        "11": "11 (my (odd) name) S 10 11 10 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 7 0 1 2 3",
+        "12": "12 (python) S 11 11 10 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 4 0 1 2 3",
+    }.items():
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "stat").write_text(stat)
+    (tmp_path / "self").mkdir()
+    assert process_table(tmp_path) == {10: (1, 1), 11: (10, 7), 12: (11, 4)}
+    job = job_threads("r", 11, proc_root=tmp_path)
+    assert (job.processes, job.threads) == (2, 11)
+    assert job_threads("r", 99, proc_root=tmp_path) is None
