@@ -300,6 +300,8 @@ def _train(args: argparse.Namespace) -> int:
         algorithm=args.algorithm,
         run_dir=args.run_dir,
         runs_root=args.runs_dir,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
     if args.detach:
         from engine.jobs import launch_detached
@@ -428,6 +430,14 @@ def _bench_tui(args: argparse.Namespace) -> int:
     return subprocess.run(cmd, check=False).returncode
 
 
+def _bench_executor(args: argparse.Namespace) -> int:
+    from engine.bench_executor import bench_executor
+
+    result = bench_executor(args.config, nodes=args.nodes)
+    print(json.dumps(result, indent=None if args.json else 2, default=str))
+    return 0
+
+
 def _bench_montecarlo(args: argparse.Namespace) -> int:
     from engine.bench_montecarlo import bench_montecarlo
 
@@ -548,6 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
     bmc.add_argument("--simulations", type=int, default=1000)
     bmc.add_argument("--naive", type=int, default=20, help="simulations in the naive loop")
     bmc.set_defaults(func=_bench_montecarlo)
+    bexe = bsub.add_parser(
+        "executor", help="the demo walk-forward on the local executor vs a loopback Ray cluster"
+    )
+    bexe.add_argument("--json", action="store_true")
+    bexe.add_argument("--config", type=Path, default=Path("config/demo.yaml"))
+    bexe.add_argument("--nodes", type=int, default=2, help="Ray worker nodes")
+    bexe.set_defaults(func=_bench_executor)
     btui = bsub.add_parser(
         "tui", help="the control panel's own CPU and first-frame time beside 256 busy processes"
     )
@@ -595,6 +612,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--runs-dir", **runs_dir)
     train.add_argument("--detach", action="store_true", help="run in the background (own session)")
+    train.add_argument(
+        "--executor", choices=["local", "ray"], help="where members train (default: the config's)"
+    )
+    train.add_argument(
+        "--ray-address",
+        help="an existing Ray cluster (ray start --head ...); default: start Ray here",
+    )
     train.set_defaults(func=_train)
     resume = sub.add_parser("resume", help="continue a stopped, failed or killed run")
     resume.add_argument("run", help="run id or folder")

@@ -109,6 +109,10 @@ class PloutosConfig(_Strict):
     walk_forward: WalkForwardConfig = WalkForwardConfig()
     monte_carlo: MonteCarloConfig = MonteCarloConfig()
     hardware_profile: str = "auto"
+    # Where the units of work run: worker processes on this machine, or a Ray cluster
+    # (`pip install 'ploutos[ray]'`); no ray_address starts Ray locally.
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
 
 
 def load_config(path: str | Path) -> PloutosConfig:

@@ -239,12 +239,23 @@ def _torch_settings(torch: Any, threads: int) -> None:
     torch.distributions.Distribution.set_default_validate_args(False)
 
 
-def train_member(task: MemberTask, report: Report, should_stop: ShouldStop) -> dict[str, Any]:
+def train_member(
+    task: MemberTask,
+    report: Report,
+    should_stop: ShouldStop,
+    features: Any = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
+) -> dict[str, Any]:
     """Train (or continue from its checkpoint) one member on its fold's train window.
 
     Returns ``{"status": "finished" | "stopped", "timesteps", ...}``. Artifacts in
     ``task.member_dir``: ``model.zip``, ``normalizer.npz``, ``member.json`` (written last: its
     presence with a matching sha256 is what "finished" means on resume).
+
+    ``features``: an already attached :class:`~engine.features.FeatureSet` (e.g. arrays from
+    Ray's object store); default: memory-map ``task.features_path``. ``on_checkpoint(folder)``
+    is called after each checkpoint is written (an executor without a shared filesystem ships
+    it home from there).
     """
     import torch
 
@@ -262,7 +273,7 @@ def train_member(task: MemberTask, report: Report, should_stop: ShouldStop) -> d
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_zip = ckpt_dir / "checkpoint.zip"
 
-    fs = open_features(task.features_path)
+    fs = features if features is not None else open_features(task.features_path)
     end = fold.train_rows[1]
     norm_cfg = cfg.features.normalization
     normalizer = fit_normalizer(fs.features, fold.train_rows, norm_cfg.method, norm_cfg.clip)
@@ -314,6 +325,8 @@ def train_member(task: MemberTask, report: Report, should_stop: ShouldStop) -> d
         atomic.write_json(
             ckpt_dir / "checkpoint.json", {"timesteps": int(m.num_timesteps), "seed": task.seed}
         )
+        if on_checkpoint is not None:
+            on_checkpoint(ckpt_dir)
 
     callback = _MemberCallback(task, total, report, should_stop, checkpoint)
     remaining = total - resumed_from
@@ -601,11 +614,28 @@ class LocalExecutor:
             del self.running[key]
         return out
 
+    def close(self) -> None:
+        """Nothing to release: worker processes end with their unit."""
+
     def signal_all(self, signum: int) -> None:
         for run in self.running.values():
             if run.process.is_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(run.process.pid, signum)
+
+
+def make_executor(cfg: PloutosConfig, plan: dict[str, Any], features_path: str) -> Any:
+    """The executor the config asks for, sized by the plan."""
+    if cfg.executor == "ray":
+        from engine.ray_executor import RayExecutor
+
+        return RayExecutor(
+            int(plan["parallel_members"]),
+            plan=plan,
+            features_path=features_path,
+            address=cfg.ray_address,
+        )
+    return LocalExecutor(int(plan["parallel_members"]))
 
 
 # ------------------------------------------------------------------------------ orchestrator
@@ -747,7 +777,7 @@ class Trainer:
                 pending.append(self.member_task(fold, m))
         evaluations = [f for f in self.folds if not self.fold_done(f)]
         started_folds: set[int] = set()
-        executor = LocalExecutor(int(self.plan["parallel_members"]))
+        executor = make_executor(self.cfg, self.plan, self.features_path)
         stop_deadline: float | None = None
         self.echo(
             f"run {self.folder.run_id}: {len(self.folds)} folds x {ensemble} members, "
@@ -788,6 +818,7 @@ class Trainer:
                     executor.submit(task)
             for kind, key, payload in executor.poll(timeout=0.5):
                 self._handle(events, kind, key, payload)
+        executor.close()
         if self.stop_requested:
             self.emit(events, "run_stopped", reason="stop requested")
             self.echo(f"run {self.folder.run_id}: stopped; `ploutos resume {self.folder.run_id}`")
@@ -892,7 +923,12 @@ def _dates(fold: Fold) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ entry points
 def resolved_config(
-    config_path: str | Path, *, ensemble: int | None = None, algorithm: str | None = None
+    config_path: str | Path,
+    *,
+    ensemble: int | None = None,
+    algorithm: str | None = None,
+    executor: str | None = None,
+    ray_address: str | None = None,
 ) -> PloutosConfig:
     """The config file with command-line overrides applied and validated like the file itself."""
     from engine.config import load_config
@@ -905,6 +941,10 @@ def resolved_config(
         training["algorithm"] = algorithm
     data = cfg.model_dump(mode="json")
     data["training"] = training
+    if executor is not None:
+        data["executor"] = executor
+    if ray_address is not None:
+        data["ray_address"] = ray_address
     try:
         return PloutosConfig.model_validate(data)
     except Exception as err:  # pydantic ValidationError: name the flag
@@ -941,6 +981,8 @@ def prepare_run(
     algorithm: str | None = None,
     run_dir: str | Path | None = None,
     runs_root: str | Path | None = None,
+    executor: str | None = None,
+    ray_address: str | None = None,
 ) -> RunFolder:
     """Validate everything, then create the run folder; nothing is trained yet.
 
@@ -953,7 +995,17 @@ def prepare_run(
     from engine.runs import default_runs_root, new_run_id, utc_stamp
     from engine.threads import machine_threads, thread_limits
 
-    cfg = resolved_config(config_path, ensemble=ensemble, algorithm=algorithm)
+    cfg = resolved_config(
+        config_path,
+        ensemble=ensemble,
+        algorithm=algorithm,
+        executor=executor,
+        ray_address=ray_address,
+    )
+    if cfg.executor == "ray":
+        from engine.ray_executor import require_ray
+
+        require_ray()
     fs = load_or_build_features(cfg.dataset_path, cfg.features)
     folds = walk_forward_folds(fs.timestamps, cfg.walk_forward, str(config_path))
     plan = plan_for(cfg, profile, observation_size(cfg, fs.features.shape))
