@@ -92,6 +92,12 @@ def test_a_ray_cluster_run_gives_the_local_results(cluster, demo_config, tmp_pat
         assert file_sha256(model) == e["sha256"]
     status = ploutos("status", b.run_id, "--runs-dir", str(tmp_path / "ray"))
     assert status.returncode == 0 and "finished" in status.stdout
+    # The panel reads a Ray run like any other, with the node of each member.
+    from ploutos_tui.runs_model import RunsWatcher
+
+    (snap,) = RunsWatcher(tmp_path / "ray").poll()
+    assert snap.state == "finished" and "pooled" in snap.montecarlo
+    assert {m.node.split("/")[-1] for m in snap.members} <= worker_ids
 
 
 def test_without_ray_the_executor_is_one_line_and_nothing_is_created(demo_config, tmp_path):
