@@ -289,6 +289,14 @@ def _folds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detach(folder) -> int:
+    from engine.jobs import start_detached
+
+    proc = start_detached(folder)
+    print(f"{folder.root}  (trainer pid {proc.pid}, log {folder.log_path})")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     _sanitize_threads()
     from engine.trainer import prepare_run, run_training
@@ -304,11 +312,7 @@ def _train(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
     )
     if args.detach:
-        from engine.jobs import launch_detached
-
-        proc = launch_detached(["resume", str(folder.root)], folder.log_path)
-        print(f"{folder.root}  (trainer pid {proc.pid}, log {folder.log_path})")
-        return 0
+        return _detach(folder)
     _echo(f"run folder: {folder.root}")
     return run_training(folder, echo=_echo)
 
@@ -326,11 +330,7 @@ def _resume(args: argparse.Namespace) -> int:
     if folder.trainer_alive():
         raise PloutosError(f"{folder.run_id}: a trainer is running it already")
     if args.detach:
-        from engine.jobs import launch_detached
-
-        proc = launch_detached(["resume", str(folder.root)], folder.log_path)
-        print(f"{folder.root}  (trainer pid {proc.pid}, log {folder.log_path})")
-        return 0
+        return _detach(folder)
     return run_training(folder, echo=_echo)
 
 

@@ -3,7 +3,7 @@
 A detached job runs in its own session (so its own process group, no controlling terminal) with
 stdin from /dev/null and stdout/stderr appended to the run's log file: a piped child dies with its
 parent, a detached one outlives the panel, the shell and the SSH connection that started it.
-The CLI (``--detach``) and the control panel both launch through :func:`launch_detached`.
+The CLI (``--detach``) and the control panel both start trainers through :func:`start_detached`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,12 @@ def launch_detached(
             env=sanitized_env(),
             cwd=cwd,
         )
+
+
+def start_detached(folder: RunFolder) -> subprocess.Popen[bytes]:
+    """The trainer of ``folder``, detached: a new run starts, a stopped or killed one continues
+    (``ploutos resume`` does both); its output goes to the run's log."""
+    return launch_detached(["resume", str(folder.root)], folder.log_path)
 
 
 def stop_run(folder: RunFolder, wait_s: float = 0.0, poll_s: float = 0.2) -> str:

@@ -213,7 +213,7 @@ def launch_run(
 ) -> RunFolder:
     """Validate and create the run folder (``prepare_run``: seconds), then start its trainer
     detached. Blocking: call it from a worker thread. Raises ``PloutosError`` for bad input."""
-    from engine.jobs import launch_detached
+    from engine.jobs import start_detached
     from engine.trainer import prepare_run
 
     ensure_subprocess_ready()
@@ -224,7 +224,7 @@ def launch_run(
         algorithm=algorithm,
         runs_root=runs_root or default_runs_root(),
     )
-    _remember(folder.run_id, launch_detached(["resume", str(folder.root)], folder.log_path))
+    _remember(folder.run_id, start_detached(folder))
     return folder
 
 
@@ -251,7 +251,7 @@ def resume(
     run: str | os.PathLike[str] | RunFolder | RunSnapshot, runs_root: Path | None = None
 ) -> RunFolder:
     """Start a detached trainer that continues a stopped, failed or interrupted run."""
-    from engine.jobs import launch_detached
+    from engine.jobs import start_detached
 
     folder = _folder(run, runs_root)
     state = folder.state()
@@ -259,7 +259,7 @@ def resume(
         state = "starting"
     if state not in RESUMABLE:
         raise PloutosError(f"{folder.run_id}: {state}; only a {'/'.join(RESUMABLE)} run resumes")
-    _remember(folder.run_id, launch_detached(["resume", str(folder.root)], folder.log_path))
+    _remember(folder.run_id, start_detached(folder))
     return folder
 
 

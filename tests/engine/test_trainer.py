@@ -285,3 +285,15 @@ def test_a_plan_that_does_not_fit_the_thread_limit_is_refused_before_anything_st
     assert result.returncode == 2, result.stdout + result.stderr
     assert "ulimit -u 40" in result.stderr and "\n" not in result.stderr.strip()
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_detach_returns_at_once_and_the_trainer_runs_in_its_own_session(demo_config, tmp_path):
+    config = demo_config(walk_forward__max_folds=1)
+    runs = tmp_path / "runs"
+    started = ploutos("train", "--config", str(config), "--runs-dir", str(runs), "--detach")
+    assert started.returncode == 0, started.stderr
+    folder = only_run(runs)
+    pid = int(started.stdout.split("trainer pid ")[1].split(",")[0])
+    assert os.getsid(pid) == pid  # a session leader: no terminal, no SIGHUP from ours
+    wait_for(lambda: folder.state() == "finished", 300, "the detached run to finish")
+    assert "finished" in folder.log_path.read_text()
