@@ -51,7 +51,13 @@ from pydantic_core import PydanticCustomError
 
 from engine.config import line_of, read_yaml, validate_yaml
 from engine.errors import ConfigError
-from engine.threads import ThreadLimits, _cgroup_cpu_quota, thread_limits, usable_cpus
+from engine.threads import (
+    ThreadLimits,
+    cgroup_cpu_quota,
+    cgroup_memory_limit,
+    thread_limits,
+    usable_cpus,
+)
 
 MiB, GiB = 1024**2, 1024**3
 
@@ -159,9 +165,6 @@ class MachineInfo:
         }
 
 
-_V1_UNLIMITED = 2**62  # cgroup v1 reports "no limit" as LONG_MAX rounded down to a page
-
-
 def assumed_machine(spec: str) -> MachineInfo:
     """A machine described on the command line, to plan a rental before paying for it.
 
@@ -204,23 +207,6 @@ def assumed_machine(spec: str) -> MachineInfo:
         affinity_cpus=cpus,
         gpu_note="assumed on the command line" if gpus else "no GPU assumed",
     )
-
-
-def _cgroup_memory_limit(root: Path) -> int | None:
-    """cgroup v2 ``memory.max`` or v1 ``memory/memory.limit_in_bytes``; None when unlimited."""
-    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            continue
-        if text == "max":
-            return None
-        try:
-            value = int(text)
-        except ValueError:
-            continue
-        return value if 0 < value < _V1_UNLIMITED else None
-    return None
 
 
 def _visible_gpus(
@@ -309,12 +295,12 @@ def probe_machine(cgroup_root: Path = Path("/sys/fs/cgroup")) -> MachineInfo:
         usable_cpus=usable_cpus(cgroup_root),
         host_cpus=os.cpu_count() or 1,
         ram_total_bytes=int(psutil.virtual_memory().total),
-        ram_limit_bytes=_cgroup_memory_limit(cgroup_root),
+        ram_limit_bytes=cgroup_memory_limit(cgroup_root),
         gpus=gpus,
         thread_limits=thread_limits(cgroup_root),
         cuda_usable=cuda,
         affinity_cpus=affinity,
-        cpu_quota=_cgroup_cpu_quota(cgroup_root),
+        cpu_quota=cgroup_cpu_quota(cgroup_root),
         gpu_note=note,
     )
 

@@ -45,7 +45,7 @@ def apply_in_process(threads: int = 1) -> None:
         torch.set_num_threads(threads)
 
 
-def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     """CPUs allowed by the cgroup (v2 ``cpu.max`` or v1 cfs quota), None when unlimited."""
     try:
         quota, period = (root / "cpu.max").read_text().split()[:2]
@@ -62,6 +62,27 @@ def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return None
 
 
+_V1_UNLIMITED = 2**62  # cgroup v1 writes "no limit" as LONG_MAX rounded down to a page
+
+
+def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes allowed by the cgroup (v2 ``memory.max`` or v1 ``memory/memory.limit_in_bytes``),
+    None when unlimited."""
+    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            continue
+        return value if 0 < value < _V1_UNLIMITED else None
+    return None
+
+
 def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """CPUs this process may really use: affinity, then the cgroup quota (never the host's count).
 
@@ -72,7 +93,7 @@ def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota(cgroup_root)
+    quota = cgroup_cpu_quota(cgroup_root)
     if quota is not None:
         cpus = min(cpus, max(1, int(quota)))
     return max(1, cpus)

@@ -32,7 +32,8 @@ import psutil
 
 from engine.threads import (
     THREAD_VARS,
-    _cgroup_cpu_quota,
+    cgroup_cpu_quota,
+    cgroup_memory_limit,
     machine_threads,
     thread_limits,
     usable_cpus,
@@ -40,26 +41,6 @@ from engine.threads import (
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_ROOT = Path("/proc")
-_V1_UNLIMITED = 2**62  # cgroup v1 writes "no limit" as LONG_MAX rounded down to a page
-
-
-def cgroup_memory_limit(root: Path = CGROUP_ROOT) -> int | None:
-    """cgroup v2 ``memory.max`` or v1 ``memory.limit_in_bytes``; None when unlimited.
-
-    Same rule as ``engine.hardware._cgroup_memory_limit``, read here because importing
-    ``engine.hardware`` pulls in pandas (about a second before the panel's first frame).
-    """
-    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            continue
-        if text == "max":
-            return None
-        if text.isdigit():
-            value = int(text)
-            return value if 0 < value < _V1_UNLIMITED else None
-    return None
 
 
 # --------------------------------------------------------------------------- snapshots
@@ -268,7 +249,7 @@ class PsutilHost:
         self._static = {
             "usable_cpus": usable_cpus(root),
             "host_cpus": psutil.cpu_count() or 1,
-            "cpu_quota": _cgroup_cpu_quota(root),
+            "cpu_quota": cgroup_cpu_quota(root),
             "mem_limit_bytes": cgroup_memory_limit(root),
             "ulimit_u": limits.ulimit_u,
             "pids_max": limits.pids_max,

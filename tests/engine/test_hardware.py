@@ -470,13 +470,15 @@ def test_probe_machine_reads_cgroup_limits(tmp_path):
 
 
 def test_cgroup_v1_memory_limit(tmp_path):
+    from engine.threads import cgroup_memory_limit
+
     (tmp_path / "memory").mkdir()
     limit = tmp_path / "memory" / "memory.limit_in_bytes"
     limit.write_text("9223372036854771712\n")  # v1's "no limit"
-    assert hardware._cgroup_memory_limit(tmp_path) is None
+    assert cgroup_memory_limit(tmp_path) is None
     limit.write_text(f"{2 * GiB}\n")
-    assert hardware._cgroup_memory_limit(tmp_path) == 2 * GiB
-    assert hardware._cgroup_memory_limit(tmp_path / "missing") is None
+    assert cgroup_memory_limit(tmp_path) == 2 * GiB
+    assert cgroup_memory_limit(tmp_path / "missing") is None
 
 
 class _FakeNvml(types.ModuleType):

@@ -23,7 +23,6 @@ from ploutos_tui.sampling import (
     NvmlGpus,
     PsutilHost,
     RecordedSampler,
-    cgroup_memory_limit,
     job_threads,
     load_snapshots,
     save_snapshots,
@@ -87,13 +86,13 @@ def test_psutil_host_reads_quota_and_limits_from_the_cgroup_files(tmp_path):
         ({"memory.max": "junk\n", "memory/memory.limit_in_bytes": "4294967296\n"}, 4 * GiB),
     ],
 )
-def test_cgroup_memory_limit_agrees_with_the_engine(tmp_path, files, expected):
-    from engine.hardware import _cgroup_memory_limit
+def test_cgroup_memory_limit_reads_v2_then_v1(tmp_path, files, expected):
+    from engine.threads import cgroup_memory_limit  # the sampler and the plan share it
 
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    assert cgroup_memory_limit(tmp_path) == expected == _cgroup_memory_limit(tmp_path)
+    assert cgroup_memory_limit(tmp_path) == expected
 
 
 def test_sampling_does_not_import_pandas():
