@@ -29,25 +29,22 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from stable_baselines3.common.base_class import BaseAlgorithm
 
 from engine import atomic
 from engine.config import MonteCarloConfig
 from engine.env import PortfolioBatch, PortfolioEnvConfig, PortfolioTradingEnv
 from engine.errors import ConfigError, DataError
-from engine.evaluate import (
-    EnsemblePolicy,
-    Policy,
-    Vote,
-    distribution_probs,
-    is_recurrent,
-    majority_vote,
-    mean_prob_vote,
-)
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    from engine.evaluate import Policy, Vote
+
+# torch, SB3 and engine.evaluate are imported where simulations run: the results and their
+# statistics (what the trainer pools at the end of a run) need NumPy only.
 
 __all__ = [
     "MonteCarloPlan",
@@ -321,6 +318,10 @@ def _member_output(
 ) -> tuple[np.ndarray, Any]:
     """One member's deterministic action ``[1, ticker]`` (``vote="majority"``, through
     ``model.predict``) or action probabilities ``[1, ticker, 3]`` for one observation."""
+    import torch
+
+    from engine.evaluate import distribution_probs, is_recurrent
+
     if vote == "majority":
         if is_recurrent(model):
             actions, state = model.predict(
@@ -367,6 +368,8 @@ def run_monte_carlo_naive(
     flip an action only when two are within rounding of a tie). ``limit`` runs only the first
     ``limit`` simulations of that plan (the baseline is slow).
     """
+    from engine.evaluate import EnsemblePolicy, majority_vote, mean_prob_vote
+
     EnsemblePolicy(models, vote)  # the same checks on the members
     _, lo, hi = _window(features, rows, env_config)
     plan = plan_monte_carlo(lo, hi, mc, seed)
