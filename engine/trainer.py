@@ -554,7 +554,6 @@ def _mp_context() -> mp.context.BaseContext:
 class _Running:
     task: MemberTask | FoldTask
     process: Any
-    started: float
     finished: bool = False
 
 
@@ -579,7 +578,7 @@ class LocalExecutor:
             daemon=False,
         )
         process.start()
-        self.running[task.key] = _Running(task, process, time.monotonic())
+        self.running[task.key] = _Running(task, process)
 
     def poll(self, timeout: float) -> list[tuple[str, tuple[str, int, int], dict[str, Any]]]:
         """Messages from workers: ``("event" | "result" | "error", key, payload)``; a worker that

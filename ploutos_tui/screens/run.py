@@ -127,6 +127,33 @@ class LogScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
+# label, key, width, right-aligned
+MEMBER_COLUMNS = (
+    ("fold", "fold", 4, False),
+    ("mem", "member", 3, False),
+    ("state", "state", 8, False),
+    ("timesteps", "timesteps", 13, True),
+    ("fps", "fps", 7, True),
+    ("reward", "reward", 8, True),
+    ("ETA", "eta", 6, False),
+    ("node", "node", 10, False),
+)
+FOLD_COLUMNS = (
+    ("fold", "fold", 4, False),
+    ("", "who", 10, False),
+    ("return", "return", 8, True),
+    ("Sharpe", "sharpe", 7, True),
+    ("max DD", "dd", 7, True),
+    ("turnover", "turnover", 8, True),
+    ("members", "used", 7, True),
+)
+
+
+def _add_columns(table: DataTable, columns: tuple[tuple[str, str, int, bool], ...]) -> None:
+    for label, key, width, right in columns:
+        table.add_column(Text(label, justify="right") if right else label, key=key, width=width)
+
+
 class RunScreen(Screen[None]):
     """Detail of one run. ``s`` stop, ``r`` resume, ``l`` log, ``m`` Monte Carlo scope."""
 
@@ -195,31 +222,9 @@ class RunScreen(Screen[None]):
     def on_mount(self) -> None:
         # Fixed widths: a DataTable whose columns grow repaints its header late.
         members = self.query_one("#members", DataTable)
-        for label, key, width, right in (
-            ("fold", "fold", 4, False),
-            ("mem", "member", 3, False),
-            ("state", "state", 8, False),
-            ("timesteps", "timesteps", 13, True),
-            ("fps", "fps", 7, True),
-            ("reward", "reward", 8, True),
-            ("ETA", "eta", 6, False),
-            ("node", "node", 10, False),
-        ):
-            members.add_column(
-                Text(label, justify="right") if right else label, key=key, width=width
-            )
+        _add_columns(members, MEMBER_COLUMNS)
         members.add_column("error", key="error")
-        folds = self.query_one("#folds", DataTable)
-        for label, key, width, right in (
-            ("fold", "fold", 4, False),
-            ("", "who", 10, False),
-            ("return", "return", 8, True),
-            ("Sharpe", "sharpe", 7, True),
-            ("max DD", "dd", 7, True),
-            ("turnover", "turnover", 8, True),
-            ("members", "used", 7, True),
-        ):
-            folds.add_column(Text(label, justify="right") if right else label, key=key, width=width)
+        _add_columns(self.query_one("#folds", DataTable), FOLD_COLUMNS)
         self.query_one("#run-error").display = False
         self._poll()
 
