@@ -245,9 +245,10 @@ async def test_samples_never_overlap_and_the_ui_keeps_responding():
             await pilot.pause(0.02)
         await wait_for(pilot, lambda: screen.samples_shown >= 3)
         assert slow.max_active == 1
-        # the UI loop kept ticking while samples slept in their thread
+        # the UI loop kept ticking while samples slept in their thread: a sample on the UI
+        # thread would stall it for a whole sample (0.3 s); half of that flaked on a loaded box
         gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
-        assert len(ticks) > 20 and max(gaps) < slow.delay_s / 2
+        assert len(ticks) > 20 and max(gaps) < slow.delay_s
         assert threading.get_ident() not in slow.threads
         assert screen.latest == snap
         # leaving the screen while a sample runs: its result is dropped quietly
