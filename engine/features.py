@@ -86,7 +86,7 @@ __all__ = [
     "ticker_feature_names",
 ]
 
-FEATURE_CODE_VERSION = 1
+FEATURE_CODE_VERSION = 2  # 2: exact rolling mean/std (flat windows exactly 0)
 """Part of the cache key: bump it when any feature formula or the assembly policy changes."""
 
 CACHE_DIRNAME = ".features"

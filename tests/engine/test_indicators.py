@@ -83,15 +83,49 @@ def test_macd_line_signal_and_diff_equal_ta(bars: pd.DataFrame) -> None:
     assert_matches_ta(diff, ref.macd_diff(), 33)
 
 
-def test_bollinger_position_and_width_equal_ta(bars: pd.DataFrame) -> None:
+def exact_window_mean_std(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """The textbook definition, one window at a time (slow, obviously right)."""
+    mean = np.full(len(values), np.nan)
+    std = np.full(len(values), np.nan)
+    for t in range(window - 1, len(values)):
+        w = values[t - window + 1 : t + 1]
+        mean[t] = np.mean(w)
+        std[t] = 0.0 if w.max() == w.min() else np.sqrt(np.mean((w - np.mean(w)) ** 2))
+    return mean, std
+
+
+def test_bollinger_position_and_width_equal_the_definition_and_ta(bars: pd.DataFrame) -> None:
     _, _, c, _ = ta_inputs(bars)
+    close = c.to_numpy()
+    pband, wband = ind.bollinger(close, 20, 2.0)
+    mid, std = exact_window_mean_std(close, 20)
+    width = 4.0 * std
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want_p = np.where(width > 0, (close - (mid - 2.0 * std)) / width, np.nan)
+    np.testing.assert_allclose(pband, want_p, rtol=1e-9, atol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(wband, width / mid * 100.0, rtol=1e-9, atol=1e-12, equal_nan=True)
+    # ta runs pandas' online rolling std, whose rounding residue depends on the release (1.5e-5
+    # over a flat window under pandas 3.1.1 / NumPy 2.4.6): compare where the band is not thin.
     ref = ta.volatility.BollingerBands(c, window=20, window_dev=2)
-    pband, wband = ind.bollinger(c.to_numpy(), 20, 2.0)
-    assert_matches_ta(pband, ref.bollinger_pband(), 19)
-    assert_matches_ta(wband, ref.bollinger_wband(), 19)
-    # The halt: a zero-width band leaves %b undefined (NaN) in both, width is 0.
+    wide = np.flatnonzero(std > 1e-6 * np.nan_to_num(mid, nan=1.0))
+    np.testing.assert_allclose(pband[wide], ref.bollinger_pband().to_numpy()[wide], rtol=1e-6)
+    np.testing.assert_allclose(wband[wide], ref.bollinger_wband().to_numpy()[wide], rtol=1e-6)
+    assert np.isnan(pband[:19]).all() and np.isnan(wband[:19]).all()
+    # The halt: a zero-width band leaves %b undefined (NaN) and the width exactly 0.
     flat = np.flatnonzero(wband == 0)
-    assert len(flat) > 0 and np.isnan(pband[flat]).all()
+    assert len(flat) >= 20 and np.isnan(pband[flat]).all()
+
+
+def test_rolling_volatility_equals_the_definition_and_is_exactly_zero_in_a_halt(
+    bars: pd.DataFrame,
+) -> None:
+    close = bars["close"].to_numpy()
+    r1 = ind.log_returns(close, 1)
+    for window in (7, 35):
+        got = ind.rolling_volatility(close, window)
+        _, want = exact_window_mean_std(r1, window)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15, equal_nan=True)
+    assert (ind.rolling_volatility(close, 7) == 0.0).sum() >= 30
 
 
 def test_atr_equals_ta_and_is_nan_during_warm_up(bars: pd.DataFrame) -> None:
