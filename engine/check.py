@@ -3,11 +3,14 @@
 Every problem becomes a :class:`Finding` with a severity:
 
 - ``error``: the data is wrong or unusable as stored (checksum mismatch, duplicated or unsorted
-  timestamps, NaN/inf, impossible OHLC, negative volume, bars on holidays or at night, bars not on
-  the hour, regular-session bars missing beyond the allowed share). ``CheckReport.ok`` is False.
-- ``warning``: suspicious but usable (a vwap outside the bar's range, a few macro NaN that the
-  alignment forward-fills, macro rows labelled on a weekend, regular bars missing within the
-  allowed share, files the manifest does not list).
+  timestamps, timestamps before 1900 or in the future, NaN/inf, impossible OHLC, prices outside
+  [:data:`PRICE_MIN`, :data:`PRICE_MAX`], a one-bar spike that reverts on the next bar, negative
+  volume, bars on holidays or at night, bars not on the hour, regular-session bars missing beyond
+  the allowed share). ``CheckReport.ok`` is False.
+- ``warning``: suspicious but usable (a vwap outside the bar's range, a large one-bar jump that
+  stays (an unadjusted split?), a few macro NaN that the alignment forward-fills, macro rows
+  labelled on a weekend, regular bars missing within the allowed share, files the manifest does
+  not list).
 - ``info``: expected in real data (missing extended-hours bars).
 
 The report is made of frozen dataclasses so it can be passed between threads (the panel runs the
@@ -28,12 +31,29 @@ import pandas as pd
 from engine import calendar, store
 from engine.errors import DataError
 from engine.store import SeriesEntry, SeriesKind
-from engine.timeutil import NEW_YORK, to_utc_us
+from engine.timeutil import NEW_YORK, to_utc_us, utc_now
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
 MAX_EXAMPLES = 3
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+PRICE_MIN = 1e-4
+"""Lowest sane price (sub-penny OTC quotes go down to $0.0001); below it is an error."""
+PRICE_MAX = 1e7
+"""Highest sane price (the dearest US share, BRK.A, is below $1e6); above it is an error."""
+JUMP_SIGMAS = 20.0
+"""A one-bar log return of the close is a jump when beyond this many robust standard deviations
+(1.4826 x the median absolute deviation of the series' one-bar log returns) ..."""
+JUMP_MIN_LOG_RETURN = float(np.log(1.5))
+"""... and beyond this absolute floor (a 50 % move), so a very quiet series does not flag
+ordinary earnings gaps."""
+SPIKE_REVERT_SHARE = 0.5
+"""A jump is a spike (an error: a bad print) when the next bar's return undoes at least this
+share of it; a jump that stays is only a warning (an unadjusted split, real news)."""
+FIRST_SANE_TIME = pd.Timestamp("1900-01-01", tz="UTC")
+"""Earliest bar time accepted (the NYSE calendar used here starts there)."""
+FUTURE_SLACK = pd.Timedelta(days=2)
+"""A bar may start at most this far after the check's own clock (time-zone slack)."""
 
 
 @dataclass(frozen=True)
@@ -261,6 +281,93 @@ def _index_findings(
     return out, valid.unique().sort_values()
 
 
+def _time_range_findings(
+    stamps: pd.DatetimeIndex, *, daily: bool
+) -> tuple[list[Finding], pd.DatetimeIndex]:
+    """Timestamps before :data:`FIRST_SANE_TIME` or in the future (year 3000 is a typo, not a
+    bar). Returns findings and the stamps within range, which the calendar checks then use: the
+    calendar, and pandas' nanosecond arithmetic, cannot represent the others."""
+    last_ok = utc_now() + FUTURE_SLACK
+    bad = np.asarray((stamps < FIRST_SANE_TIME) | (stamps > last_ok))
+    if not bad.any():
+        return [], stamps
+    finding = Finding(
+        "error",
+        "timestamp_out_of_range",
+        f"{_plural(int(bad.sum()), 'row')} dated before {FIRST_SANE_TIME.date()} or after "
+        f"{last_ok.date()} (today + {FUTURE_SLACK.days} days); fix or remove those rows",
+        int(bad.sum()),
+        _examples(stamps, bad, daily=daily),
+    )
+    return [finding], stamps[~bad]
+
+
+def _price_findings(frame: pd.DataFrame, index: pd.DatetimeIndex) -> list[Finding]:
+    """Prices beyond a sane range, and one-bar jumps of the close (a spike if it reverts).
+
+    ``frame``: bars ``(n_rows, n_cols)`` with the price columns, ``index`` its UTC timestamps. The
+    jump test runs on the rows with a finite positive close, in time order, one row per timestamp.
+    """
+    out: list[Finding] = []
+    prices = frame[list(PRICE_COLUMNS)].to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        absurd = ((prices > PRICE_MAX) | ((prices > 0) & (prices < PRICE_MIN))).any(axis=1)
+    if absurd.any():
+        out.append(
+            Finding(
+                "error",
+                "price_out_of_range",
+                f"{_plural(int(absurd.sum()), 'bar')} with a price outside "
+                f"[{PRICE_MIN:g}, {PRICE_MAX:g}]; fix or remove those bars",
+                int(absurd.sum()),
+                _examples(index, absurd),
+            )
+        )
+    close = pd.Series(prices[:, 3], index=index)
+    close = close[~index.isna()]
+    close = close[~close.index.duplicated(keep="last")].sort_index()
+    close = close[np.isfinite(close.to_numpy()) & (close.to_numpy() > 0)]
+    if len(close) < 3:
+        return out
+    ret = np.diff(np.log(close.to_numpy()))
+    sigma = 1.4826 * float(np.median(np.abs(ret - np.median(ret))))
+    threshold = max(JUMP_SIGMAS * sigma, JUMP_MIN_LOG_RETURN)
+    jump = np.abs(ret) > threshold
+    nxt = np.r_[ret[1:], 0.0]
+    reverts = (
+        jump & (np.sign(nxt) == -np.sign(ret)) & (np.abs(nxt) >= SPIKE_REVERT_SHARE * np.abs(ret))
+    )
+    # ret[i] is the return into bar i + 1: flag that bar.
+    stamps = close.index[1:]
+    spike, stays = reverts, jump & ~reverts
+    # The bar that reverts a spike is itself a jump; it is the spike's echo, not news.
+    stays &= ~np.r_[False, reverts[:-1]]
+    if spike.any():
+        out.append(
+            Finding(
+                "error",
+                "price_spike",
+                f"{_plural(int(spike.sum()), 'bar')} whose close jumps more than "
+                f"{100 * np.expm1(threshold):.0f}% and reverts on the next bar (a bad print); "
+                "fix or remove those bars",
+                int(spike.sum()),
+                _examples(stamps, spike),
+            )
+        )
+    if stays.any():
+        out.append(
+            Finding(
+                "warning",
+                "price_jump",
+                f"{_plural(int(stays.sum()), 'bar')} whose close jumps more than "
+                f"{100 * np.expm1(threshold):.0f}% in one bar and stays (an unadjusted split?)",
+                int(stays.sum()),
+                _examples(stamps, stays),
+            )
+        )
+    return out
+
+
 def _missing_columns(frame: pd.DataFrame, required: tuple[str, ...]) -> Finding | None:
     missing = [c for c in required if c not in frame.columns]
     if not missing:
@@ -295,8 +402,11 @@ def check_bars(
         return [Finding("warning", "empty", "no rows")], counts
     index = to_utc_us(frame.index)
     out, stamps = _index_findings(index, daily=False)
+    more, stamps = _time_range_findings(stamps, daily=False)
+    out += more
     numeric = frame[[c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]]
     out += _bad_values(numeric, index, daily=False, nan_severity="error")
+    out += _price_findings(frame, index)
 
     bad = _ohlc_mask(frame)
     if bad.any():
@@ -356,7 +466,9 @@ def check_bars(
                 )
             )
 
-    # Calendar checks, on the valid unique stamps.
+    if len(stamps) == 0:
+        return out, counts
+    # Calendar checks, on the valid unique stamps within range.
     i64 = stamps.asi8
     misaligned = np.mod(i64, calendar.HOUR_US) != 0
     if misaligned.any():
@@ -464,6 +576,8 @@ def check_macro(frame: pd.DataFrame) -> tuple[list[Finding], dict[str, int]]:
         return [Finding("warning", "empty", "no rows")], counts
     index = to_utc_us(frame.index)
     out, stamps = _index_findings(index, daily=True)
+    more, stamps = _time_range_findings(stamps, daily=True)
+    out += more
     numeric = frame[[c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]]
     close = frame["close"].to_numpy(dtype="float64", na_value=np.nan)
     if np.isnan(close).all():

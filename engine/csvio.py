@@ -162,15 +162,19 @@ def import_csv(
 
 
 def export_csv(root: str | Path, out: str | Path) -> list[Path]:
-    """Write every series of dataset ``root`` as CSV under ``out`` (ISO-8601 UTC timestamps)."""
+    """Write every series of dataset ``root`` as CSV under ``out`` (ISO-8601 UTC timestamps).
+
+    Every file is read (and checked against the manifest's sha256) before anything is written, so
+    a damaged or replaced file is one ``DataError`` naming it and leaves ``out`` untouched.
+    """
     dataset = store.Dataset(root)
     out = Path(out)
-    written = []
+    frames: list[tuple[Path, pd.DataFrame]] = []
     for kind, symbols in (("bars", dataset.tickers), ("macro", dataset.macro_symbols)):
         for sym in symbols:
             frame = dataset.bars(sym) if kind == "bars" else dataset.macro(sym)
             target = out / ("macro" if kind == "macro" else "") / f"{store.safe_name(sym)}.csv"
-            text = frame.to_csv(date_format="%Y-%m-%dT%H:%M:%S.%f+00:00")
-            atomic.write_text(target, text)
-            written.append(target)
-    return written
+            frames.append((target, frame))
+    for target, frame in frames:
+        atomic.write_text(target, frame.to_csv(date_format="%Y-%m-%dT%H:%M:%S.%f+00:00"))
+    return [target for target, _ in frames]

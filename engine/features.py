@@ -32,8 +32,18 @@ the first row kept is the first one where every feature of every ticker is defin
 has at least ``cfg.warmup_bars`` bars of its own, so exponential indicators have forgotten their
 start; earlier rows are counted in ``meta["rows_dropped_warmup"]``.
 
-Cache key = sha256 of (dataset checksum from the manifest, feature config without normalisation,
-:data:`FEATURE_CODE_VERSION`, tickers). Bump :data:`FEATURE_CODE_VERSION` whenever a formula changes.
+Dropped rows after the warm-up are reported in ``meta["rows_dropped"]`` (per ticker and reason:
+``stale`` = no bar for longer than ``max_stale_bars``, ``undefined`` = a non-finite feature, e.g.
+from an absurd price; ``shared`` = calendar/macro features undefined). The build refuses (a
+``DataError`` naming tickers and reasons) when they exceed ``cfg.max_dropped_fraction`` of the rows
+after the warm-up, or when any of the dataset's last rows would be dropped: one bad bar must not
+silently move the end of the data (and so every test fold) back by months.
+
+Cache key = sha256 of (the sha256 of every Parquet file read, as hashed on disk and verified
+against the manifest; feature config without normalisation; :data:`FEATURE_CODE_VERSION`; tickers).
+A file swapped after the build is refused before anything is built or attached, and features are
+never cached under the key of bytes they were not computed from. Bump :data:`FEATURE_CODE_VERSION`
+whenever a formula changes.
 """
 
 from __future__ import annotations
@@ -77,7 +87,9 @@ __all__ = [
     "compute_ticker_features",
     "feature_key",
     "feature_names",
+    "describe_drops",
     "fit_normalizer",
+    "inputs_checksum",
     "load_or_build_features",
     "macro_daily_features",
     "open_features",
@@ -144,6 +156,9 @@ class FeatureConfig(BaseModel):
     start there); rows where some feature is undefined are dropped anyway."""
     max_stale_bars: int = Field(default=3, ge=0)
     """A ticker missing a bar carries its last bar forward for at most this many rows."""
+    max_dropped_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
+    """Largest share (0-1) of the rows after the warm-up that gaps or undefined features may drop
+    before the build refuses; dropping any of the dataset's last rows is always refused."""
     normalization: NormalizationConfig = NormalizationConfig()
 
     @field_validator("return_horizons", "volatility_windows", "macro_change_days")
@@ -345,6 +360,18 @@ def _clean_bars(bars: pd.DataFrame, where: str) -> tuple[pd.DataFrame, int]:
     frame = bars.set_axis(index)
     if not index.is_monotonic_increasing or index.has_duplicates:
         frame = frame[~frame.index.duplicated(keep="last")].sort_index()
+    if len(frame):
+        from engine.check import FIRST_SANE_TIME, FUTURE_SLACK
+
+        # The session calendar (and pandas' nanosecond arithmetic in it) cannot place a bar
+        # dated year 3000; name it instead of failing deep inside with OutOfBoundsDatetime.
+        out = (frame.index < FIRST_SANE_TIME) | (frame.index > utc_now() + FUTURE_SLACK)
+        if out.any():
+            raise DataError(
+                f"{where}: {int(out.sum()):,} bar(s) dated before {FIRST_SANE_TIME.date()} or in "
+                f"the future (e.g. {frame.index[out][0]}); run `ploutos dataset check` and fix "
+                "or remove them"
+            )
     high, low, close, volume = _bars_arrays(frame, where)
     ok = (
         np.isfinite(high)
@@ -497,21 +524,25 @@ class _TickerBlock:
     bars_stored: int
     bars_dropped_invalid: int
     seconds: float
+    sha256: str | None = None  # of the Parquet bytes parsed (None: a frame was passed in)
 
 
-def _ticker_job(name: str, source: pd.DataFrame | str, cfg: FeatureConfig) -> _TickerBlock:
+def _ticker_job(
+    name: str, source: pd.DataFrame | str, cfg: FeatureConfig, expected_sha256: str | None = None
+) -> _TickerBlock:
     """Worker entry point: read (when ``source`` is a dataset root), clean, select, compute.
 
     Workers read their own Parquet file so the main process neither decodes 15 files serially nor
-    pickles the frames to the workers.
+    pickles the frames to the workers. ``expected_sha256``: refuse a file whose bytes differ.
     """
     started = time.perf_counter()
+    sha: str | None = None
     if isinstance(source, pd.DataFrame):
         frame = source
     else:
-        from engine.store import read_series
+        from engine.store import load_series
 
-        frame = read_series(source, name, "bars")
+        frame, sha = load_series(source, name, "bars", expected_sha256=expected_sha256)
     clean, dropped = _clean_bars(frame, f"ticker {name}")
     clean = select_session(clean, cfg.session)
     high, low, close, volume = _bars_arrays(clean, f"ticker {name}")
@@ -524,6 +555,7 @@ def _ticker_job(name: str, source: pd.DataFrame | str, cfg: FeatureConfig) -> _T
         bars_stored=len(frame),
         bars_dropped_invalid=dropped,
         seconds=time.perf_counter() - started,
+        sha256=sha,
     )
 
 
@@ -553,7 +585,9 @@ def _mp_context() -> mp.context.BaseContext:
 
 @contextlib.contextmanager
 def _ticker_runner(
-    jobs: Sequence[tuple[str, pd.DataFrame | str]], cfg: FeatureConfig, workers: int | None
+    jobs: Sequence[tuple[str, pd.DataFrame | str, str | None]],
+    cfg: FeatureConfig,
+    workers: int | None,
 ) -> Iterator[Callable[[], list[_TickerBlock]]]:
     """Start the per-ticker jobs; the yielded function waits for them (results in ``jobs`` order).
 
@@ -563,7 +597,7 @@ def _ticker_runner(
     """
     n_workers = min(len(jobs), usable_cpus() if workers is None else max(1, workers))
     if n_workers <= 1:
-        yield lambda: [_ticker_job(name, src, cfg) for name, src in jobs]
+        yield lambda: [_ticker_job(name, src, cfg, sha) for name, src, sha in jobs]
         return
     context = _mp_context()
     if cfg.session != "all" and context.get_start_method() == "fork":
@@ -575,7 +609,7 @@ def _ticker_runner(
     with ProcessPoolExecutor(
         max_workers=n_workers, mp_context=context, initializer=_init_worker
     ) as pool:
-        futures = [pool.submit(_ticker_job, name, src, cfg) for name, src in jobs]
+        futures = [pool.submit(_ticker_job, name, src, cfg, sha) for name, src, sha in jobs]
         try:
             yield lambda: [f.result() for f in futures]
         except BaseException:
@@ -592,6 +626,7 @@ def build_feature_set(
     macro_interval: str = "1d",
     ticker_bar: str = "1h",
     workers: int | None = None,
+    expected_sha256: Mapping[str, str] | None = None,
 ) -> FeatureSet:
     """Assemble the features of several tickers in memory (no cache): see the module docstring.
 
@@ -600,12 +635,16 @@ def build_feature_set(
     ``macro_daily``: ``{symbol: daily frame with close}`` of the symbols wanted (or a function
     returning it, called while the workers run); None or empty: no macro features. ``workers``:
     processes for the per-ticker work (default ``min(n_tickers, usable CPUs)``; 1 = serial here).
+    ``expected_sha256``: ``{ticker: sha256}`` the stored files read by the workers must have.
+    Raises a ``DataError`` when too many rows, or any of the last ones, would be dropped.
     """
     cfg = parse_feature_config(cfg)
     started = time.perf_counter()
     if not bars:
         raise DataError("no tickers to build features for; pass at least one")
-    with _ticker_runner(list(bars.items()), cfg, workers) as collect:
+    shas = dict(expected_sha256 or {})
+    jobs = [(name, src, shas.get(name)) for name, src in bars.items()]
+    with _ticker_runner(jobs, cfg, workers) as collect:
         # Work that needs no ticker result runs here while the workers compute.
         macro = dict((macro_daily() if callable(macro_daily) else macro_daily) or {})
         macro_tables = {sym: macro_daily_features(frame, cfg) for sym, frame in macro.items()}
@@ -636,7 +675,10 @@ def build_feature_set(
     )
 
     rows = np.arange(n_rows)
-    usable = np.isfinite(shared).all(axis=1)
+    shared_ok = np.isfinite(shared).all(axis=1)
+    usable = shared_ok.copy()
+    stale: list[np.ndarray] = []  # per ticker: no bar for longer than max_stale_bars (or none yet)
+    undefined: list[np.ndarray] = []  # per ticker: a fresh bar whose features are not all finite
     sources: list[np.ndarray] = []  # per ticker: its last bar at or before each row (-1: none yet)
     ages: list[np.ndarray] = []  # per ticker: rows since that bar (0 = a real bar at this row)
     earliest = 0
@@ -654,7 +696,11 @@ def build_feature_set(
         seen = last >= 0
         src = np.clip(last, 0, None)
         age = np.where(seen, rows - pos[src], n_rows)
-        usable &= seen & (age <= cfg.max_stale_bars) & np.isfinite(r.block).all(axis=1)[src]
+        fresh = seen & (age <= cfg.max_stale_bars)
+        defined = np.isfinite(r.block).all(axis=1)[src]
+        usable &= fresh & defined
+        stale.append(~fresh)
+        undefined.append(fresh & ~defined)
         earliest = max(earliest, int(pos[cfg.warmup_bars]))
         sources.append(src)
         ages.append(age)
@@ -665,6 +711,10 @@ def build_feature_set(
             "overlap long enough (check the dataset's date ranges) or the windows are too long"
         )
     start = int(keep[0])
+    drops = _drop_report(
+        common, start, keep, shared_ok, [r.name for r in results], stale, undefined, cfg
+    )
+    _refuse_drops(drops, cfg)
     contiguous = len(keep) == keep[-1] - start + 1
     rows_kept = slice(start, start + len(keep)) if contiguous else keep
 
@@ -690,6 +740,9 @@ def build_feature_set(
             "bars_dropped_invalid": r.bars_dropped_invalid,
             "bars_in_session": len(r.timestamps),
             "rows_stale": int(len(keep) - np.count_nonzero(tradable[:, k])),
+            "rows_dropped_stale": drops["by_ticker"][r.name]["stale"],
+            "rows_dropped_undefined": drops["by_ticker"][r.name]["undefined"],
+            "sha256": r.sha256,  # of the Parquet bytes the worker parsed (None: a frame)
             "compute_s": round(r.seconds, 4),
         }
     timestamps = np.ascontiguousarray(common[rows_kept], dtype=np.int64)
@@ -703,6 +756,7 @@ def build_feature_set(
         "rows_union": n_rows,
         "rows_dropped_warmup": start,
         "rows_dropped_gaps": int(n_rows - start - len(keep)),
+        "rows_dropped": drops,
         "rows": len(keep),
         "per_ticker": per_ticker,
         "first_utc": str(pd.Timestamp(int(timestamps[0]), unit="us", tz="UTC")),
@@ -721,13 +775,122 @@ def build_feature_set(
     )
 
 
+def _stamp(us: int) -> str:
+    return pd.Timestamp(int(us), unit="us", tz="UTC").strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _drop_report(
+    common: np.ndarray,
+    start: int,
+    keep: np.ndarray,
+    shared_ok: np.ndarray,
+    names: Sequence[str],
+    stale: Sequence[np.ndarray],
+    undefined: Sequence[np.ndarray],
+    cfg: FeatureConfig,
+) -> dict[str, Any]:
+    """What the rows after the warm-up lost and why (JSON-ready, stored in ``meta``).
+
+    ``common``: ``int64[n_rows]`` union time axis (UTC us); ``keep``: rows kept (from ``start``);
+    the masks are ``bool[n_rows]`` per ticker. A row can be dropped for several tickers/reasons.
+    """
+    n_rows = len(common)
+    dropped = np.ones(n_rows, dtype=bool)
+    dropped[keep] = False
+    dropped[:start] = False
+    after = n_rows - start
+    n_dropped = int(dropped.sum())
+    tail = int(n_rows - 1 - keep[-1])
+    reasons: list[dict[str, Any]] = []
+    by_ticker: dict[str, dict[str, int]] = {}
+
+    def add(ticker: str | None, reason: str, mask: np.ndarray) -> int:
+        hit = mask & dropped
+        n = int(hit.sum())
+        if n:
+            first = int(np.flatnonzero(hit)[0])
+            reasons.append(
+                {"ticker": ticker, "reason": reason, "rows": n, "first_utc": _stamp(common[first])}
+            )
+        return n
+
+    for name, st, und in zip(names, stale, undefined, strict=True):
+        by_ticker[name] = {
+            "stale": add(name, "stale", st),
+            "undefined": add(name, "undefined", und),
+        }
+    shared_n = add(None, "shared", ~shared_ok)
+    return {
+        "warmup": start,
+        "after_warmup": n_dropped,
+        "rows_after_warmup": after,
+        "fraction": round(n_dropped / after, 6) if after else 0.0,
+        "tail": tail,
+        "tail_from_utc": _stamp(common[keep[-1] + 1]) if tail else None,
+        "max_stale_bars": cfg.max_stale_bars,
+        "by_ticker": by_ticker,
+        "shared": shared_n,
+        "reasons": reasons,
+    }
+
+
+_REASON_TEXT = {
+    "stale": "rows with no bar for more than max_stale_bars={m} rows (a halt, a gap, a delisting)",
+    "undefined": "rows with non-finite features (an absurd or overflowing price?)",
+    "shared": "rows with undefined calendar/macro features",
+}
+
+
+def describe_drops(drops: Mapping[str, Any]) -> str:
+    """One line: the rows dropped after the warm-up, per ticker and reason (``meta["rows_dropped"]``)."""
+    if not drops.get("after_warmup"):
+        return f"no rows dropped after the warm-up ({drops.get('warmup', 0):,} warm-up rows)"
+    parts = []
+    for item in drops.get("reasons", []):
+        text = _REASON_TEXT[item["reason"]].format(m=drops.get("max_stale_bars"))
+        who = f"{item['ticker']}: " if item["ticker"] else ""
+        parts.append(f"{who}{item['rows']:,} {text} from {item['first_utc']}")
+    return (
+        f"{drops['after_warmup']:,} of {drops['rows_after_warmup']:,} rows after the warm-up "
+        f"dropped ({100.0 * drops['fraction']:.2f}%): {'; '.join(parts)}"
+    )
+
+
+def _refuse_drops(drops: Mapping[str, Any], cfg: FeatureConfig) -> None:
+    """Raise a one-line ``DataError`` when the drops exceed what ``cfg`` allows."""
+    after = drops["rows_after_warmup"]
+    too_many = bool(after) and drops["after_warmup"] / after > cfg.max_dropped_fraction
+    if not (too_many or drops["tail"]):
+        return
+    what = []
+    if drops["tail"]:
+        what.append(f"the dataset's last {drops['tail']:,} rows (from {drops['tail_from_utc']})")
+    if too_many:
+        what.append(f"more than features.max_dropped_fraction={cfg.max_dropped_fraction:g}")
+    fix = "run `ploutos dataset check` and fix or rebuild the data, or leave the ticker(s) out"
+    if too_many and not drops["tail"]:
+        fix += ", or raise features.max_dropped_fraction"
+    raise DataError(f"features would drop {' and '.join(what)}: {describe_drops(drops)}; {fix}")
+
+
 # --------------------------------------------------------------------------------------------
 # Cache
 # --------------------------------------------------------------------------------------------
 
 
+def inputs_checksum(hashes: Mapping[str, str]) -> str:
+    """One digest of ``{"bars:<T>" | "macro:<S>": sha256}``: the files a feature set is built from."""
+    digest = hashlib.sha256()
+    for name in sorted(hashes):
+        digest.update(f"{name}:{hashes[name]}\n".encode())
+    return digest.hexdigest()
+
+
 def feature_key(dataset_checksum: str, cfg: FeatureConfig, tickers: Sequence[str]) -> str:
-    """The cache key: 24 hex digits of sha256(dataset, config, code version, tickers)."""
+    """The cache key: 24 hex digits of sha256(inputs, config, code version, tickers).
+
+    ``dataset_checksum``: :func:`inputs_checksum` of the files read (verified against the manifest).
+    """
     payload = {
         "dataset": dataset_checksum,
         "config": cfg.cache_identity(),
@@ -754,7 +917,7 @@ def open_features(path: str | Path) -> FeatureSet:
         raise DataError(
             f"{path}: not a feature cache (no {_META}); build it with load_or_build_features"
         )
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = _read_meta(meta_path)
     arrays = {}
     for name in _ARRAYS:
         try:
@@ -782,6 +945,28 @@ def open_features(path: str | Path) -> FeatureSet:
         path=path,
         meta=meta,
     )
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    """``meta.json`` of a cache folder, or a one-line ``DataError`` if it is not what we write."""
+    folder = meta_path.parent
+    try:
+        meta = json.loads(meta_path.read_bytes())
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise DataError(f"{meta_path}: unreadable ({detail}); delete {folder} to rebuild") from None
+    ok = (
+        isinstance(meta, dict)
+        and isinstance(meta.get("tickers"), list)
+        and isinstance(meta.get("feature_names"), list)
+        and all(isinstance(x, str) for x in (*meta["tickers"], *meta["feature_names"]))
+    )
+    if not ok:
+        raise DataError(
+            f"{meta_path}: not a feature-cache description (tickers, feature_names); "
+            f"delete {folder} to rebuild"
+        )
+    return meta
 
 
 def _write_cache(fs: FeatureSet, final: Path, meta: dict[str, Any]) -> Path:
@@ -849,9 +1034,11 @@ def load_or_build_features(
     ``tickers``: a subset (in that order) of the dataset's tickers; default all of them. The cache
     folder is ``<dataset>/.features/<key>/`` (:func:`feature_key`); the returned set's ``path`` is
     what worker processes pass to :func:`open_features`. ``rebuild=True`` recomputes even when the
-    cache exists (it replaces the folder atomically for new readers).
+    cache exists (it replaces the folder atomically for new readers); a damaged cache folder (bad
+    ``meta.json``, unreadable arrays) is rebuilt the same way. Every file used is verified against
+    the manifest's sha256 first: a replaced or changed file is a ``DataError`` naming it.
     """
-    from engine.store import Dataset
+    from engine.store import Dataset, read_series
 
     cfg = parse_feature_config(cfg)
     dataset = Dataset(dataset_root)
@@ -871,11 +1058,16 @@ def load_or_build_features(
             f"{dataset.root}: no macro series {', '.join(missing)} (features.macro); have "
             f"{', '.join(dataset.macro_symbols) or 'none'}"
         )
-    checksum = dataset.checksum()
+    # Hash the files as they are now (~0.05 s for 15 x 50k bars) and refuse any that differ from
+    # the manifest; the key is built from these hashes, and the workers re-check the bytes they
+    # parse against them, so a cache is never keyed on data it was not computed from.
+    hashes = dataset.verified_hashes(names, macro)
+    checksum = inputs_checksum(hashes)
     key = feature_key(checksum, cfg, names)
     final = cache_dir(dataset.root, key)
     if not rebuild and (final / _META).exists():
-        return open_features(final)
+        with contextlib.suppress(DataError):  # a damaged cache is stale: rebuilt below
+            return open_features(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -885,26 +1077,33 @@ def load_or_build_features(
         ) from None
     with _build_lock(final.parent, key):
         if not rebuild and (final / _META).exists():  # built while we waited for the lock
-            return open_features(final)
+            with contextlib.suppress(DataError):
+                return open_features(final)
         started = time.perf_counter()
         fs = build_feature_set(
             {t: str(dataset.root) for t in names},
-            lambda: {m: dataset.macro(m) for m in macro},
+            lambda: {
+                m: read_series(dataset.root, m, "macro", expected_sha256=hashes[f"macro:{m}"])
+                for m in macro
+            },
             cfg,
             macro_interval=dataset.manifest.macro_interval,
             ticker_bar=dataset.manifest.timeframe,
             workers=workers,
+            expected_sha256={t: hashes[f"bars:{t}"] for t in names},
         )
         meta = dict(fs.meta)
         meta.update(
             key=key,
             dataset_checksum=checksum,
+            inputs=hashes,
             dataset_root=str(dataset.root),
             created_utc=str(utc_now()),
             total_build_s=round(time.perf_counter() - started, 4),
         )
-        if rebuild and final.exists():
-            # Move the old folder aside first (readers that mapped it keep their pages).
+        if final.exists():
+            # Asked to rebuild, or the folder is damaged (no or bad meta.json): move it aside
+            # first (readers that mapped it keep their pages).
             old = final.parent / f".old-{key}-{uuid.uuid4().hex[:8]}"
             os.rename(final, old)
             shutil.rmtree(old, ignore_errors=True)

@@ -289,3 +289,77 @@ def test_missing_column(clean: Path, tmp_path: Path) -> None:
     report = check_dataset(corrupt(clean, tmp_path, lambda b: b.drop(columns=["low"])))
     assert codes(report) == {"missing_columns"}
     assert not report.ok
+
+
+def _regular_rows(b: pd.DataFrame) -> np.ndarray:
+    from engine import calendar
+
+    return np.flatnonzero(calendar.classify_bars(b.index) == calendar.REGULAR)
+
+
+def _set_prices(b: pd.DataFrame, row: int, value: float) -> None:
+    """Every price of one bar set to ``value``: OHLC stays consistent (low <= open, close <= high)."""
+    cols = [b.columns.get_loc(c) for c in ("open", "high", "low", "close", "vwap")]
+    b.iloc[row, cols] = value
+
+
+def test_an_absurd_bar_with_consistent_ohlc_fails_the_check(clean: Path, tmp_path: Path) -> None:
+    def spoil(b: pd.DataFrame) -> pd.DataFrame:
+        _set_prices(b, int(_regular_rows(b)[150]), 1e308)
+        return b
+
+    report = check_dataset(corrupt(clean, tmp_path, spoil))
+    assert not report.ok
+    assert codes(report) == {"price_out_of_range", "price_spike"}
+    out_of_range = finding(report, "price_out_of_range")
+    assert out_of_range.severity == "error" and out_of_range.count == 1
+    spike = finding(report, "price_spike")
+    assert spike.severity == "error" and spike.count == 1
+    assert spike.examples == out_of_range.examples  # the same bar, not its neighbour
+    assert report.get("SYNB").ok
+
+
+def test_a_spike_that_reverts_is_an_error_and_a_jump_that_stays_a_warning(
+    clean: Path, tmp_path: Path
+) -> None:
+    def spike(b: pd.DataFrame) -> pd.DataFrame:
+        row = int(_regular_rows(b)[200])
+        _set_prices(b, row, 3.0 * float(b["close"].iloc[row]))  # within the sane range
+        return b
+
+    report = check_dataset(corrupt(clean, tmp_path, spike))
+    assert codes(report) == {"price_spike"} and finding(report, "price_spike").count == 1
+    assert not report.ok
+
+    def split(b: pd.DataFrame) -> pd.DataFrame:
+        at = int(_regular_rows(b)[200])  # a 1:3 split the source did not adjust
+        prices = ["open", "high", "low", "close", "vwap"]
+        b.iloc[at:, [b.columns.get_loc(c) for c in prices]] /= 3.0
+        return b
+
+    report = check_dataset(corrupt(clean, tmp_path / "split", split))
+    assert codes(report) == {"price_jump"}
+    jump = finding(report, "price_jump")
+    assert jump.severity == "warning" and jump.count == 1
+    assert report.ok
+
+
+def test_a_bar_dated_year_3000_is_a_finding_not_a_crash(clean: Path, tmp_path: Path) -> None:
+    def move(b: pd.DataFrame) -> pd.DataFrame:
+        stamps = b.index.tolist()
+        stamps[-1] = pd.Timestamp("3000-01-02 15:00", tz="UTC")
+        return b.set_axis(pd.DatetimeIndex(stamps, name="timestamp").as_unit("us"))
+
+    report = check_dataset(corrupt(clean, tmp_path, move))
+    f = finding(report, "timestamp_out_of_range")
+    assert f.severity == "error" and f.count == 1 and f.examples == ("3000-01-02T15:00Z",)
+    assert not report.ok
+    assert "timestamp_out_of_range" in report.format_text()
+
+    def macro_move(m: pd.DataFrame) -> pd.DataFrame:
+        stamps = m.index.tolist()
+        stamps[0] = pd.Timestamp("1800-01-01", tz="UTC")
+        return m.set_axis(pd.DatetimeIndex(stamps, name="timestamp").as_unit("us")).sort_index()
+
+    report = check_dataset(corrupt(clean, tmp_path / "m", macro_move, "^VIX", "macro"))
+    assert finding(report, "timestamp_out_of_range", "^VIX", "macro").count == 1

@@ -500,3 +500,157 @@ def test_bench_reports_cold_warm_and_ta_timings(tmp_path: Path) -> None:
         assert out[key] > 0, key
     assert out["ta_psar_tickers_timed"] == 1
     json.dumps(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# dropped rows are reported, and too many (or the tail) refused
+# ---------------------------------------------------------------------------------------------
+
+
+def test_an_absurd_bar_is_refused_naming_the_ticker_and_reason(market) -> None:
+    bars, macro = market
+    bad = dict(bars)
+    frame = bars["BBB"].copy()
+    row = len(frame) // 2
+    frame.iloc[row, [frame.columns.get_loc(c) for c in ("open", "high", "low", "close")]] = 1e308
+    bad["BBB"] = frame
+    with np.errstate(all="ignore"), pytest.raises(DataError) as err:
+        build_feature_set(bad, macro, SMALL, workers=1)
+    text = str(err.value)
+    assert "\n" not in text and "the dataset's last" in text
+    assert "BBB:" in text and "non-finite features" in text and "AAA:" not in text
+    assert "max_dropped_fraction" in text and "dataset check" in text
+    # Raising the allowed share does not hide a lost tail.
+    with np.errstate(all="ignore"), pytest.raises(DataError, match="the dataset's last"):
+        build_feature_set(
+            bad, macro, FeatureConfig(warmup_bars=60, max_dropped_fraction=1.0), workers=1
+        )
+
+
+def test_a_ticker_ending_early_would_drop_the_tail_and_is_refused(market) -> None:
+    bars, macro = market
+    short = dict(bars)
+    short["CCC"] = bars["CCC"].iloc[:-10]
+    with pytest.raises(DataError, match=r"last 7 rows .*CCC: 7 rows with no bar for more than"):
+        build_feature_set(short, macro, SMALL, workers=1)  # 3 rows carried (age 1-3), 7 dropped
+
+
+def test_dropped_rows_are_reported_per_ticker_and_refused_beyond_the_share(market) -> None:
+    bars, macro = market
+    index = bars["AAA"].index
+    gappy = dict(bars)
+    gappy["CCC"] = bars["CCC"].drop(index[500:530])  # 30 missing: 27 rows beyond max_stale_bars
+    with pytest.raises(DataError, match=r"max_dropped_fraction=0\.01: 27 of") as err:
+        build_feature_set(gappy, macro, SMALL, workers=1)
+    assert "CCC: 27 rows with no bar" in str(err.value) and "the dataset's last" not in str(
+        err.value
+    )
+    assert f"from {index[503].strftime('%Y-%m-%dT%H:%MZ')}" in str(err.value)
+    fs = build_feature_set(
+        gappy, macro, SMALL.model_copy(update={"max_dropped_fraction": 0.05}), workers=1
+    )
+    drops = fs.meta["rows_dropped"]
+    assert drops["after_warmup"] == fs.meta["rows_dropped_gaps"] == 27 and drops["tail"] == 0
+    assert drops["by_ticker"]["CCC"] == {"stale": 27, "undefined": 0}
+    assert drops["by_ticker"]["AAA"] == {"stale": 0, "undefined": 0}
+    assert fs.meta["per_ticker"]["CCC"]["rows_dropped_stale"] == 27
+    assert drops["rows_after_warmup"] == fs.n_time + 27
+    line = features.describe_drops(drops)
+    assert "27 of" in line and "CCC: 27 rows with no bar for more than max_stale_bars=3" in line
+    json.dumps(fs.meta)
+
+
+def test_max_dropped_fraction_is_a_validated_config_key() -> None:
+    assert FeatureConfig().max_dropped_fraction == 0.01
+    with pytest.raises(ConfigError, match="max_dropped_fraction"):
+        parse_feature_config({"max_dropped_fraction": 1.5})
+
+
+def test_a_bar_dated_year_3000_is_a_clear_error(market) -> None:
+    bars, macro = market
+    late = dict(bars)
+    stamps = bars["AAA"].index.tolist()
+    stamps[-1] = pd.Timestamp("3000-01-02 15:00", tz="UTC")
+    late["AAA"] = bars["AAA"].set_axis(pd.DatetimeIndex(stamps, name="timestamp").as_unit("us"))
+    with pytest.raises(DataError, match=r"ticker AAA: 1 bar\(s\) dated .* in the future"):
+        build_feature_set(late, macro, SMALL, workers=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the cache is keyed on verified file contents; a damaged cache is rebuilt
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def demo_copy(demo_root: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    out = tmp_path / "ds"
+    shutil.copytree(demo_root, out, ignore=shutil.ignore_patterns(features.CACHE_DIRNAME))
+    return out
+
+
+def test_a_swapped_parquet_is_refused_before_build_and_attach(demo_copy: Path) -> None:
+    cfg = {"warmup_bars": 100, "macro": ["^VIX"]}
+    good = load_or_build_features(demo_copy, cfg, workers=1)
+    expected = np.array(good.features)
+    syna, synb = demo_copy / "SYNA.parquet", demo_copy / "SYNB.parquet"
+    original = syna.read_bytes()
+    syna.write_bytes(synb.read_bytes())  # another ticker's file; the manifest is untouched
+    for attempt in ({}, {"rebuild": True}):  # attach to the cache, and build anew
+        with pytest.raises(DataError, match=r"SYNA\.parquet") as err:
+            load_or_build_features(demo_copy, cfg, workers=1, **attempt)
+        assert "sha256" in str(err.value) and "\n" not in str(err.value)
+    syna.write_bytes(original)
+    again = load_or_build_features(demo_copy, cfg, workers=1)
+    assert again.path == good.path
+    np.testing.assert_array_equal(again.features, expected)
+    meta = json.loads((again.path / "meta.json").read_text())
+    assert meta["per_ticker"]["SYNA"]["sha256"] == meta["inputs"]["bars:SYNA"]
+    assert meta["inputs"] == {
+        "bars:SYNA": store_sha(demo_copy, "SYNA"),
+        "bars:SYNB": store_sha(demo_copy, "SYNB"),
+        "bars:SYNC": store_sha(demo_copy, "SYNC"),
+        "macro:^VIX": store_sha(demo_copy, "^VIX", "macro"),
+    }
+
+
+def store_sha(root: Path, symbol: str, kind: str = "bars") -> str:
+    from engine import store
+
+    return store.file_sha256(store.series_path(root, symbol, kind))  # type: ignore[arg-type]
+
+
+def test_a_file_replaced_after_hashing_is_refused_and_nothing_cached(
+    demo_copy, monkeypatch
+) -> None:
+    from engine import store
+
+    real = store.Dataset.verified_hashes
+
+    def hash_then_swap(self, tickers, macro=()):
+        hashes = real(self, tickers, macro)
+        # The swap lands between the check and the workers' reads.
+        (demo_copy / "SYNA.parquet").write_bytes((demo_copy / "SYNC.parquet").read_bytes())
+        return hashes
+
+    monkeypatch.setattr(store.Dataset, "verified_hashes", hash_then_swap)
+    with pytest.raises(DataError, match=r"SYNA\.parquet: contents do not match the sha256"):
+        load_or_build_features(demo_copy, {"warmup_bars": 100, "macro": []}, workers=1)
+    cache = demo_copy / features.CACHE_DIRNAME
+    assert not [p for p in cache.iterdir() if not p.name.endswith(".lock")]
+
+
+@pytest.mark.parametrize(
+    "damage", [b"{not json", b"\xff\xfe garbage", b"[1, 2]", b'{"tickers": 3}', b""]
+)
+def test_a_garbage_meta_json_is_a_stale_cache_that_is_rebuilt(demo_copy, damage) -> None:
+    cfg = {"warmup_bars": 100, "macro": []}
+    good = load_or_build_features(demo_copy, cfg, workers=1)
+    (good.path / "meta.json").write_bytes(damage)
+    with pytest.raises(DataError, match=r"meta\.json: .*delete") as err:
+        open_features(good.path)  # what a worker attaching to the path sees: one line
+    assert "\n" not in str(err.value)
+    again = load_or_build_features(demo_copy, cfg, workers=1)
+    assert again.path == good.path and again.meta["key"] == good.path.name
+    np.testing.assert_array_equal(again.features, good.features)

@@ -75,3 +75,56 @@ def test_symbols_get_safe_file_names():
     assert store.parse_symbols(" aapl, MSFT,aapl ") == ["AAPL", "MSFT"]
     with pytest.raises(DataError):
         store.safe_name("..")
+
+
+def _two_tickers(root):
+    manifest = store.open_out_folder(root, IDENTITY, "csv-import")
+    for sym, scale in (("AAA", 1.0), ("BBB", 7.0)):
+        frame = store.normalize_bars(_bars(n=20, tz="UTC") * scale, where="x")
+        manifest.tickers[sym] = store.write_series(root, sym, frame)
+    store.save_manifest(root, manifest)
+    return manifest
+
+
+def test_a_file_swapped_for_another_tickers_is_refused_by_name(tmp_path):
+    _two_tickers(tmp_path)
+    (tmp_path / "AAA.parquet").write_bytes((tmp_path / "BBB.parquet").read_bytes())
+    ds = store.Dataset(tmp_path)
+    with pytest.raises(DataError, match=r"AAA\.parquet: contents do not match the sha256") as err:
+        ds.bars("AAA")
+    assert "\n" not in str(err.value) and "rebuild" in str(err.value)
+    pd.testing.assert_frame_equal(ds.bars("AAA", verify=False), ds.bars("BBB"))
+    with pytest.raises(DataError, match=r"AAA\.parquet") as err:
+        ds.verified_hashes(["AAA", "BBB"])
+    assert "BBB.parquet" not in str(err.value) and "dataset check" in str(err.value)
+    (tmp_path / "BBB.parquet").unlink()
+    with pytest.raises(DataError, match=r"AAA\.parquet, BBB\.parquet \(missing\)"):
+        ds.verified_hashes(["AAA", "BBB"])
+
+
+def test_verified_hashes_are_the_hashes_of_the_files_read(tmp_path):
+    manifest = _two_tickers(tmp_path)
+    hashes = store.Dataset(tmp_path).verified_hashes(["BBB", "AAA"])
+    assert hashes == {
+        "bars:AAA": manifest.tickers["AAA"].sha256,
+        "bars:BBB": manifest.tickers["BBB"].sha256,
+    }
+    frame, digest = store.load_series(tmp_path, "AAA")
+    assert digest == hashes["bars:AAA"] and len(frame) == 20
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_garbage_or_truncated_parquet_is_a_one_line_error_naming_the_file(tmp_path, damage):
+    _two_tickers(tmp_path)
+    path = tmp_path / "AAA.parquet"
+    data = path.read_bytes()
+    path.write_bytes(
+        {
+            "garbage": b"not parquet at all\n" * 50,
+            "truncated": data[: len(data) // 2],
+            "empty": b"",
+        }[damage]
+    )
+    with pytest.raises(DataError, match=r"AAA\.parquet: not a readable Parquet file") as err:
+        store.read_series(tmp_path, "AAA")
+    assert "\n" not in str(err.value)
