@@ -15,8 +15,9 @@ downloaded backwards, newest chunk first, so the coverage stays contiguous after
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from engine.store import (
     Manifest,
     SeriesEntry,
     SeriesKind,
+    manifest_path,
     normalize_bars,
     open_out_folder,
     parse_symbols,
@@ -244,6 +246,9 @@ def build_alpaca(
     alpaca.check_feed(feed)
     alpaca.check_adjustment(adjustment)
     _parse_chunk(chunk)
+    if client_factory is None and not manifest_path(Path(out)).exists():
+        # A fresh folder always has something to fetch: name missing keys before it is created.
+        alpaca.credentials_from_env()
     now_ts = utc_now() if now is None else parse_utc(now)
     limit = min(parse_utc(end), now_ts) if end is not None else now_ts
     limit = _floor_hour(alpaca.clamp_end(limit, feed, now_ts))
@@ -264,22 +269,23 @@ def build_alpaca(
             )
         return client[0].fetch_bars(symbol, lo, hi, feed=feed, adjustment=adjustment, now=now_ts)
 
-    return _build(
-        Path(out),
-        identity,
-        tickers,
-        start,
-        end,
-        limit,
-        fetch_bars=fetch,
-        update=update,
-        chunk=chunk,
-        refetch_last=False,
-        progress=progress,
-        macro_symbols=macro_symbols,
-        macro_fetcher=macro_fetcher,
-        macro_source=macro_source,
-    )
+    with _removed_if_failed(Path(out)):
+        return _build(
+            Path(out),
+            identity,
+            tickers,
+            start,
+            end,
+            limit,
+            fetch_bars=fetch,
+            update=update,
+            chunk=chunk,
+            refetch_last=False,
+            progress=progress,
+            macro_symbols=macro_symbols,
+            macro_fetcher=macro_fetcher,
+            macro_source=macro_source,
+        )
 
 
 def build_yahoo(
@@ -327,22 +333,54 @@ def build_yahoo(
         "feed": None,
         "adjustment": "all",
     }
-    return _build(
-        Path(out),
-        identity,
-        tickers,
-        start,
-        end,
-        limit,
-        fetch_bars=fetcher,
-        update=update,
-        chunk=chunk,
-        refetch_last=True,
-        progress=progress,
-        macro_symbols=macro_symbols,
-        macro_fetcher=macro_fetcher,
-        macro_source="yahoo",
-    )
+    with _removed_if_failed(Path(out)):
+        return _build(
+            Path(out),
+            identity,
+            tickers,
+            start,
+            end,
+            limit,
+            fetch_bars=fetcher,
+            update=update,
+            chunk=chunk,
+            refetch_last=True,
+            progress=progress,
+            macro_symbols=macro_symbols,
+            macro_fetcher=macro_fetcher,
+            macro_source="yahoo",
+        )
+
+
+@contextlib.contextmanager
+def _removed_if_failed(root: Path) -> Iterator[None]:
+    """Folders created under this block (``root`` and missing parents) are removed again if it
+    fails before storing anything in them; a folder holding finished chunks stays (resumable)."""
+    created = _missing_folders(root)
+    try:
+        yield
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _missing_folders(root: Path) -> list[Path]:
+    """``root`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for folder in (root, *root.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove each folder (deepest first) that is empty; stop at the first that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # refuses a folder that is not empty: resumable chunks stay
+        except OSError:
+            return
 
 
 def _build(
@@ -362,8 +400,6 @@ def _build(
     macro_fetcher: MacroFetcher | None,
     macro_source: str,
 ) -> Manifest:
-    """Plan the missing chunks of every series in ``root``, then download and store them one by
-    one, saving the manifest after each (see the module docs)."""
     source = str(identity["source"])
     manifest = open_out_folder(root, identity, source)
 
@@ -423,8 +459,8 @@ def _build(
         save_manifest(root, manifest)
         return manifest
     # Not saved before the first chunk on purpose: a fresh folder whose first request fails
-    # (wrong keys, a feed the plan lacks) stays empty, so a corrected rerun is not refused as
-    # "a different dataset".
+    # (wrong keys, a feed the plan lacks) stays empty and is removed, so a corrected rerun is not
+    # refused as "a different dataset" and no empty folder is left behind.
     return _execute(root, manifest, steps, fetch_bars, macro_fetcher, progress)
 
 

@@ -17,6 +17,21 @@ from engine import __version__
 from engine.errors import PloutosError
 
 DEFAULT_DEMO_DIR = Path("data/demo")
+BUILD_DESCRIPTION = """\
+Download hourly bars (and optional daily macro series) into a dataset folder.
+
+Resumable: each finished chunk (a calendar year of one ticker) is saved, so rerunning the same
+command after an interruption continues after the last one; a range already covered downloads
+nothing. A folder holding a different dataset is refused.
+
+Alpaca (the default source) needs both API keys in the environment:
+  export APCA_API_KEY_ID=...       # your Alpaca API key id
+  export APCA_API_SECRET_KEY=...   # your Alpaca secret key
+Free keys work with the default --feed iex. APCA_API_DATA_URL (optional) points at another
+data API base URL. Key values never appear in messages.
+
+Example: ploutos dataset build --config config/training_config_v8.yaml
+"""
 
 
 def _dataset_demo(args: argparse.Namespace) -> int:
@@ -194,7 +209,7 @@ def _features_build(args: argparse.Namespace) -> int:
     import time
 
     from engine.config import load_config
-    from engine.features import load_or_build_features
+    from engine.features import describe_drops, load_or_build_features
 
     cfg = load_config(args.config)
     started = time.perf_counter()
@@ -205,6 +220,8 @@ def _features_build(args: argparse.Namespace) -> int:
         f"features for {cfg.dataset_path}: {t} bars x {n} tickers x {f} features (float32), "
         f"{elapsed:.2f} s, cached at {fs.path}"
     )
+    if isinstance(fs.meta.get("rows_dropped"), dict):
+        print(f"  {describe_drops(fs.meta['rows_dropped'])}")
     return 0
 
 
@@ -266,7 +283,9 @@ def _plan(args: argparse.Namespace) -> int:
         from engine.hardware import assumed_machine
 
         machine = assumed_machine(args.assume)
-    plan = plan_for(cfg, args.hardware, obs_size, machine)
+    plan = plan_for(
+        cfg, args.hardware, obs_size, machine, hardware_file=args.hardware_file, force=args.force
+    )
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
     else:
@@ -310,6 +329,8 @@ def _train(args: argparse.Namespace) -> int:
         runs_root=args.runs_dir,
         executor=args.executor,
         ray_address=args.ray_address,
+        hardware_file=args.hardware_file,
+        force=args.force,
     )
     if args.detach:
         return _detach(folder)
@@ -344,47 +365,92 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipe_safe(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``ploutos status RUN | head``: when the reader goes away, stop printing without a
+    traceback and exit 141 like a command killed by SIGPIPE."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            code = func(args)
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            import os
+
+            # the interpreter flushes stdout once more at exit: let that go to /dev/null quietly
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            return 141
+
+    return wrapped
+
+
+def _number(value: object, spec: str) -> str:
+    """``value`` formatted with ``spec``; ``?`` when an event left it out or it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "?"
+    try:
+        return format(value, spec)
+    except ValueError:  # a float where a count belongs
+        return "?"
+
+
+@_pipe_safe
 def _runs(args: argparse.Namespace) -> int:
     from engine.runs import list_runs
 
     rows = []
     for folder in list_runs(args.runs_dir):
-        status = folder.read_status()
+        status, problem = folder.read_status_checked()
+        found = folder.run_state(status=status, problem=problem)
+        progress = status.get("progress")
+        config = status.get("config")
         rows.append(
             {
                 "run_id": folder.run_id,
-                "state": folder.state(),
-                "progress": status.get("progress", 0.0),
-                "config": status.get("config", ""),
+                "state": found.state,
+                "stalled_s": found.stalled_s,
+                "reason": found.reason,
+                "progress": progress if _number(progress, ".0%") != "?" else None,
+                "config": config if isinstance(config, str) else "",
                 "updated_at": status.get("updated_at"),
+                "heartbeat": status.get("heartbeat"),
                 "path": str(folder.root),
+                "label": found.label,
             }
         )
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([{k: v for k, v in r.items() if k != "label"} for r in rows], indent=2))
         return 0
     if not rows:
         print("no runs yet (`ploutos train --config config/demo.yaml`)")
         return 0
-    print(f"{'run':<44} {'state':<12} {'progress':>8}  config")
+    print(f"{'run':<44} {'state':<24} {'progress':>8}  config")
     for r in rows:
-        print(f"{r['run_id']:<44} {r['state']:<12} {r['progress']:>8.0%}  {r['config']}")
+        progress = _number(r["progress"], ".0%") if r["progress"] is not None else "-"
+        config = r["reason"] or r["config"]
+        print(f"{r['run_id']:<44} {r['label']:<24} {progress:>8}  {config}")
     return 0
 
 
+@_pipe_safe
 def _status(args: argparse.Namespace) -> int:
     from engine.runs import replay, resolve_run
 
     folder = resolve_run(args.run, args.runs_dir)
     view = replay(folder)
     status = view.to_status()
-    status["state"] = folder.state()
+    found = folder.run_state()
+    status.update(state=found.state, stalled_s=found.stalled_s, reason=found.reason)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
     eta = status["eta_s"]
+    label = found.label + (f" ({found.reason})" if found.reason else "")
     print(
-        f"{folder.run_id}: {status['state']}, {status['progress']:.0%} of "
+        f"{folder.run_id}: {label}, {status['progress']:.0%} of "
         f"{status['timesteps']['total']:,} timesteps" + (f", ETA {eta:.0f} s" if eta else "")
     )
     for (fold, member), m in sorted(view.members.items()):
@@ -397,16 +463,24 @@ def _status(args: argparse.Namespace) -> int:
     for fold, ev in sorted(view.folds_evaluated.items()):
         oos, bh = ev["oos"], ev["buy_and_hold"]
         print(
-            f"  fold {fold} out of sample: return {oos['total_return']:+.2%} sharpe "
-            f"{oos['sharpe']:+.2f} max dd {oos['max_drawdown']:.2%} | buy and hold "
-            f"{bh['total_return']:+.2%}"
+            f"  fold {fold} out of sample: return {_number(oos.get('total_return'), '+.2%')} "
+            f"sharpe {_number(oos.get('sharpe'), '+.2f')} max dd "
+            f"{_number(oos.get('max_drawdown'), '.2%')} | buy and hold "
+            f"{_number(bh.get('total_return'), '+.2%')}"
         )
     for scope, ev in sorted(view.montecarlo.items()):
         st = ev["stats"]
         print(
-            f"  Monte Carlo {scope}: {st['simulations']} sims, loss probability "
-            f"{st['loss_probability']:.1%}, median {st['median']:+.2%}, VaR95 {st['var_95']:+.2%}, "
-            f"CVaR95 {st['cvar_95']:+.2%}, max dd median {st['max_drawdown_median']:.2%}"
+            f"  Monte Carlo {scope}: {_number(st.get('simulations'), 'd')} sims, loss probability "
+            f"{_number(st.get('loss_probability'), '.1%')}, median "
+            f"{_number(st.get('median'), '+.2%')}, VaR95 {_number(st.get('var_95'), '+.2%')}, "
+            f"CVaR95 {_number(st.get('cvar_95'), '+.2%')}, max dd median "
+            f"{_number(st.get('max_drawdown_median'), '.2%')}"
+        )
+    if view.skipped_events:
+        print(
+            f"  {view.skipped_events} event line(s) of {folder.events_path.name} skipped as "
+            f"unreadable (first: {view.skip_reason})"
         )
     if status.get("error"):
         print(f"  error: {status['error']}")
@@ -463,21 +537,63 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int)
     demo.set_defaults(func=_dataset_demo)
 
-    build = dsub.add_parser("build", help="download hourly bars (Alpaca) and macro series (Yahoo)")
-    build.add_argument("--source", choices=["alpaca", "yahoo"])
-    build.add_argument("--tickers", help="comma-separated, e.g. AAPL,MSFT")
-    build.add_argument("--start", help="first date, e.g. 2019-01-01 (UTC)")
-    build.add_argument("--end", help="end date (exclusive); default now")
-    build.add_argument("--timeframe", default="1h", choices=["1h"])
-    build.add_argument("--out", type=Path)
-    build.add_argument("--feed", choices=["iex", "sip"], help="Alpaca feed (default iex)")
-    build.add_argument("--adjustment", choices=["raw", "split", "dividend", "all"])
-    build.add_argument("--macro", help="comma-separated Yahoo symbols, e.g. ^VIX,^TNX,DX-Y.NYB,SPY")
-    build.add_argument(
-        "--update", action="store_true", help="only fetch bars after the last stored one"
+    build = dsub.add_parser(
+        "build",
+        help="download hourly bars (Alpaca) and macro series (Yahoo)",
+        description=BUILD_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     build.add_argument(
-        "--config", type=Path, help="take defaults from a training config's data: section"
+        "--source",
+        choices=["alpaca", "yahoo"],
+        help="where the bars come from: alpaca (needs both keys, see above) or yahoo (hourly "
+        "bars only for the last 730 days); default: the folder's, the config's, else alpaca",
+    )
+    build.add_argument(
+        "--tickers", help="comma-separated symbols, e.g. AAPL,MSFT; default: the config's"
+    )
+    build.add_argument(
+        "--start", help="first date, e.g. 2019-01-01 (UTC); default: the config's data.start"
+    )
+    build.add_argument(
+        "--end", help="end date (exclusive, UTC); default: the config's data.end, else now"
+    )
+    build.add_argument(
+        "--timeframe", default="1h", choices=["1h"], help="bar size (only 1h, the default)"
+    )
+    build.add_argument(
+        "--out",
+        type=Path,
+        help="dataset folder to create or resume, e.g. data/dataset_v8; default: the config's "
+        "dataset_path",
+    )
+    build.add_argument(
+        "--feed",
+        choices=["iex", "sip"],
+        help="Alpaca feed: iex (default; free keys) or sip (all US exchanges, needs a plan that "
+        "includes it; the build ends 16 minutes before now)",
+    )
+    build.add_argument(
+        "--adjustment",
+        choices=["raw", "split", "dividend", "all"],
+        help="Alpaca price adjustment for splits/dividends; default: the folder's, the config's "
+        "(all), else raw",
+    )
+    build.add_argument(
+        "--macro",
+        help="comma-separated daily Yahoo symbols stored under macro/, e.g. ^VIX,^TNX,DX-Y.NYB,SPY;"
+        " default: the config's data.macro",
+    )
+    build.add_argument(
+        "--update",
+        action="store_true",
+        help="only fetch bars after the last stored one; without --tickers the folder's "
+        "manifest gives tickers, start, feed and adjustment",
+    )
+    build.add_argument(
+        "--config",
+        type=Path,
+        help="take defaults from a training config's data: section and its dataset_path",
     )
     build.set_defaults(func=_dataset_build)
 
@@ -576,10 +692,21 @@ def build_parser() -> argparse.ArgumentParser:
     def training_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, required=True, help="training YAML")
         p.add_argument(
-            "--hardware", help="hardware profile (config/hardware.yaml); default: the config's"
+            "--hardware", help="hardware profile (in the hardware file); default: the config's"
+        )
+        p.add_argument(
+            "--hardware-file",
+            type=Path,
+            help="hardware profiles YAML; default: ./config/hardware.yaml in the working "
+            "directory, else the packaged one (the plan names the file it read)",
         )
         p.add_argument(
             "--ensemble", type=int, help="members per fold (overrides training.ensemble)"
+        )
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="accept a plan whose parallel members need more RAM than the machine has",
         )
 
     plan = sub.add_parser("plan", help="the resolved hardware plan and the reason for each number")

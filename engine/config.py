@@ -3,6 +3,9 @@
 An unknown key, a wrong type or an impossible combination is one ``ConfigError`` line naming the
 file, the dotted key and its line, e.g.
 ``config/demo.yaml:12: key 'training.ent_coef': Input should be a valid number``.
+
+Every YAML file goes through :func:`engine.yamlio.read_yaml` (re-exported here), which refuses a
+file that is not UTF-8, a key given twice, deep nesting and alias bombs the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.errors import ConfigError
 from engine.features import FeatureConfig
+from engine.yamlio import (  # noqa: F401  (re-exported: the one YAML reader)
+    MAX_YAML_DEPTH,
+    MAX_YAML_EXPANDED_NODES,
+    StrictLoader,
+    YamlRefused,
+    parse_yaml,
+    read_yaml,
+)
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -119,30 +130,6 @@ def load_config(path: str | Path) -> PloutosConfig:
     """Read and validate a YAML config; relative ``dataset_path`` is resolved against the cwd."""
     raw, node = read_yaml(path)
     return validate_yaml(PloutosConfig, raw, node, path)
-
-
-def read_yaml(path: str | Path, shown: str | Path | None = None) -> tuple[dict[str, Any], Any]:
-    """A YAML file's top-level mapping and its node tree (for line numbers in errors).
-
-    ``shown``: how the file is named in messages (default ``path``).
-    """
-    path = Path(path)
-    shown = path if shown is None else shown
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{shown}: file not found") from None
-    try:
-        raw = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{shown}:{mark.line + 1}" if mark else str(shown)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{shown}: expected a mapping of keys at the top level")
-    return raw, node
 
 
 def validate_yaml(model: type[_M], raw: dict[str, Any], node: Any, shown: str | Path) -> _M:

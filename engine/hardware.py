@@ -1,11 +1,15 @@
 """The one place that turns a hardware profile and the machine into training numbers, with reasons.
 
-``resolve_plan`` reads a profile from ``config/hardware.yaml`` (fixed numbers or ``auto``), looks at
+``resolve_plan`` reads a profile from the hardware file (``--hardware-file``, else
+``config/hardware.yaml`` in the working directory, else the packaged one; the plan names the file
+it read) with fixed numbers or ``auto``, looks at
 the machine this process may really use (:func:`probe_machine`: CPU affinity and cgroup quota, RAM
 and its cgroup limit, GPUs through NVML and whether torch can use them) and returns a
 :class:`HardwarePlan`: ``n_envs``, ``n_steps``, ``batch_size``, ``parallel_members``,
 ``torch_threads`` and ``device``, each with one sentence saying why. ``format_plan`` prints it
-(``ploutos plan``); ``check_thread_limits`` refuses a plan that would hit a thread limit.
+(``ploutos plan``); ``check_thread_limits`` refuses a plan that would hit a thread limit, and a
+fixed ``parallel_members`` (``turbo``) whose members need more RAM than the RAM bound below allows
+is refused unless forced (``--force``).
 
 Rules for ``auto`` (constants below, every estimate deliberately on the generous side):
 
@@ -42,7 +46,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -344,10 +348,30 @@ class HardwareFile(BaseModel):
     profiles: dict[str, HardwareProfile] = Field(min_length=1)
 
 
+PACKAGED_HARDWARE_FILE = Path(__file__).resolve().parents[1] / "config" / "hardware.yaml"
+FROM_OPTION = "--hardware-file"
+FROM_CWD = "working directory"
+FROM_PACKAGE = "packaged default"
+
+
+def find_hardware_file(explicit: str | Path | None = None) -> tuple[Path, str]:
+    """The hardware file to read and where it came from, in this order:
+
+    ``explicit`` (``--hardware-file``), else ``config/hardware.yaml`` in the current directory
+    (the user's edited copy), else the copy shipped beside the engine. A missing ``explicit``
+    file is an error when it is read, never a silent fallback.
+    """
+    if explicit is not None:
+        return Path(explicit), FROM_OPTION
+    here = Path.cwd() / "config" / "hardware.yaml"
+    if here.is_file():
+        return here, FROM_CWD
+    return PACKAGED_HARDWARE_FILE, FROM_PACKAGE
+
+
 def default_hardware_file() -> Path:
-    """``config/hardware.yaml`` of this repository, else of the current directory."""
-    repo = Path(__file__).resolve().parents[1] / "config" / "hardware.yaml"
-    return repo if repo.is_file() else Path("config") / "hardware.yaml"
+    """The hardware file read without ``--hardware-file`` (see :func:`find_hardware_file`)."""
+    return find_hardware_file()[0]
 
 
 def _shown(path: Path) -> Path:
@@ -379,10 +403,16 @@ def _not_dividing(where: str, key: str, batch: int, n_envs: int, n_steps: int) -
     )
 
 
-def load_hardware_profiles(path: Path | None = None) -> dict[str, HardwareProfile]:
-    """Read and validate the hardware file; fixed numbers are checked against each other."""
-    path = default_hardware_file() if path is None else Path(path)
+def load_hardware_profiles(path: str | Path | None = None) -> dict[str, HardwareProfile]:
+    """Read and validate the hardware file (default: :func:`find_hardware_file`); fixed numbers
+    are checked against each other."""
+    path, found = find_hardware_file(path)
     shown = _shown(path)
+    if found == FROM_PACKAGE and not path.is_file():  # an install without the repository's copy
+        raise ConfigError(
+            f"no hardware file: none at {Path('config') / 'hardware.yaml'} in the working "
+            f"directory and none packaged at {path}; pass --hardware-file PATH"
+        )
     raw, node = read_yaml(path, shown)
     parsed = validate_yaml(HardwareFile, raw, node, shown)
     for name, prof in parsed.profiles.items():
@@ -413,6 +443,8 @@ class HardwarePlan:
     machine: dict[str, Any]
     warnings: tuple[str, ...] = ()
     inputs: dict[str, Any] = field(default_factory=dict)  # ensemble, algorithm, net_arch, obs_size
+    hardware_file: str = ""  # the file the profile was read from ("" in plans from before)
+    hardware_file_from: str = ""  # why that file: FROM_OPTION, FROM_CWD or FROM_PACKAGE
 
     @property
     def rollout_size(self) -> int:
@@ -545,17 +577,21 @@ def resolve_plan(
     net_arch: Sequence[int] = (64, 64),
     obs_size: int | None = None,
     machine: MachineInfo | None = None,
-    hardware_file: Path | None = None,
+    hardware_file: str | Path | None = None,
     overrides: Mapping[str, int | str | None] | None = None,
+    force: bool = False,
 ) -> HardwarePlan:
     """THE hardware decision: the profile's fixed numbers, ``auto`` ones derived from ``machine``.
 
+    ``hardware_file``: see :func:`find_hardware_file`; the plan records which file it read.
     ``overrides`` (CLI flags; ``None`` values are ignored) replace the profile's values first and
-    are validated the same way. Raises ``ConfigError`` for a bad file, profile name or override.
+    are validated the same way. Raises ``ConfigError`` for a bad file, profile name or override,
+    and for a fixed ``parallel_members`` whose members need more RAM than the machine has, unless
+    ``force`` (then it is a warning).
     """
     _check_inputs(ensemble, algorithm, net_arch, obs_size)
-    path = default_hardware_file() if hardware_file is None else Path(hardware_file)
-    profiles = load_hardware_profiles(path)
+    path, found = find_hardware_file(hardware_file)
+    profiles = load_hardware_profiles(hardware_file)
     if profile not in profiles:
         raise ConfigError(
             f"{_shown(path)}: unknown hardware profile {profile!r}; "
@@ -564,10 +600,10 @@ def resolve_plan(
     spec, overridden = _apply_overrides(profiles[profile], overrides)
     machine = probe_machine() if machine is None else machine
     plan = _Resolver(
-        spec, overridden, profile, ensemble, algorithm, tuple(net_arch), obs_size, machine
+        spec, overridden, profile, ensemble, algorithm, tuple(net_arch), obs_size, machine, force
     ).resolve()
     assert plan.rollout_size % plan.batch_size == 0, plan
-    return plan
+    return replace(plan, hardware_file=str(path.resolve()), hardware_file_from=found)
 
 
 def _allow(bound: str) -> str:
@@ -587,8 +623,10 @@ class _Resolver:
         net_arch: tuple[int, ...],
         obs_size: int | None,
         machine: MachineInfo,
+        force: bool = False,
     ) -> None:
         self.spec, self.overridden, self.profile = spec, overridden, profile
+        self.force = force
         self.ensemble, self.algorithm, self.net_arch = ensemble, algorithm, net_arch
         self.machine = machine
         self.obs_known = obs_size is not None
@@ -767,6 +805,30 @@ class _Resolver:
         )
         return pm
 
+    def check_ram(self, pm: int, ram_bound: int, ram_member: int) -> None:
+        """Refuse a fixed ``parallel_members`` that the RAM cannot hold (auto never exceeds it).
+
+        One member that alone exceeds the RAM is only a warning (below): fewer members would
+        not help, smaller rollouts would.
+        """
+        if pm <= ram_bound:
+            return
+        m = self.machine
+        budget = RAM_FRACTION * m.ram_bytes - RAM_RESERVE
+        limited = " (cgroup limit)" if m.ram_bytes < m.ram_total_bytes else ""
+        message = (
+            f"hardware profile {self.profile!r}: {pm} parallel members x ~{_gib(ram_member)} "
+            f"each = ~{_gib(pm * ram_member)} of RAM, more than the ~{_gib(budget)} usable "
+            f"({RAM_FRACTION:g} x {_gib(m.ram_bytes)}{limited} - {_gib(RAM_RESERVE)} reserve)"
+        )
+        if self.force:
+            self.warnings.append(f"{message}; forced, expect swapping or the OOM killer")
+            return
+        raise ConfigError(
+            f"{message}; lower parallel_members to {ram_bound}, use --hardware auto, or pass "
+            "--force to run it anyway"
+        )
+
     def torch_threads(self, device: str, pm: int) -> int:
         if self.spec.torch_threads != "auto":
             self.reasons["torch_threads"] = (
@@ -838,6 +900,7 @@ class _Resolver:
                 f"{self._obs_note()})"
             )
         pm = self.parallel_members(bounds, details, wanted)
+        self.check_ram(pm, bounds["RAM"], ram_member)
         if ram_member > RAM_FRACTION * m.ram_bytes - RAM_RESERVE:
             self.warnings.append(
                 f"one member needs ~{_gib(ram_member)} but only {_gib(m.ram_bytes)} of RAM is "
@@ -955,7 +1018,13 @@ def format_plan(plan: HardwarePlan, width: int = 100) -> str:
         head += f" for ensemble {inputs.get('ensemble')}, {inputs.get('algorithm')}, net {arch}" + (
             f", obs {obs}" if obs else ", obs size unknown"
         )
-    lines = [head, "Machine: " + _machine_line(plan.machine), ""]
+    lines = [head]
+    if plan.hardware_file:
+        # Relative to the working directory where it lies under it: short, and the same on
+        # every checkout (plan.json keeps the absolute path).
+        shown = _shown(Path(plan.hardware_file))
+        lines.append(f"Hardware file: {shown} ({plan.hardware_file_from})")
+    lines += ["Machine: " + _machine_line(plan.machine), ""]
     rows = [(name, str(getattr(plan, name)), plan.reasons.get(name, "")) for name in FIELDS]
     rows.append(("rollout", str(plan.rollout_size), "n_envs x n_steps per member per update"))
     rows.append(

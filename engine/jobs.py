@@ -8,6 +8,7 @@ The CLI (``--detach``) and the control panel both start trainers through :func:`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -52,6 +53,21 @@ def start_detached(folder: RunFolder) -> subprocess.Popen[bytes]:
     return launch_detached(["resume", str(folder.root)], folder.log_path)
 
 
+def _trainer_pid(folder: RunFolder) -> int:
+    """The pid to signal: the one the lock holder wrote into the lock file, else the status's.
+
+    The lock file is written by the process that holds the run's flock, so it names the live
+    trainer; ``status.json`` may be stale or damaged (a pid from another boot names another
+    process), so it is only the fallback and only when it really is a positive integer.
+    """
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = folder.lock_path.read_text().strip()
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+    pid = folder.read_status().get("pid")
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else 0
+
+
 def stop_run(folder: RunFolder, wait_s: float = 0.0, poll_s: float = 0.2) -> str:
     """Ask the run's trainer to stop (SIGTERM: members checkpoint, the run is marked stopped).
 
@@ -60,10 +76,7 @@ def stop_run(folder: RunFolder, wait_s: float = 0.0, poll_s: float = 0.2) -> str
     state = folder.state()
     if state not in ("starting", "running", "stopping"):
         raise PloutosError(f"{folder.run_id}: not running (state {state}); nothing to stop")
-    pid = int(folder.read_status().get("pid") or 0)
-    if pid <= 0:
-        lock_text = folder.lock_path.read_text().strip() if folder.lock_path.exists() else ""
-        pid = int(lock_text) if lock_text.isdigit() else 0
+    pid = _trainer_pid(folder)
     if pid <= 0:
         raise PloutosError(f"{folder.run_id}: the status file names no trainer process yet; retry")
     try:

@@ -38,19 +38,23 @@ import numpy as np
 import yaml
 
 from engine import atomic
-from engine.config import PloutosConfig
+from engine.config import PloutosConfig, load_config
 from engine.errors import PloutosError
 from engine.folds import Fold
-from engine.runs import EventLog, RunFolder, RunView
+from engine.runs import HEARTBEAT_S, EventLog, RunFolder, RunView, utc_stamp
 
 log = logging.getLogger("ploutos.trainer")
 
 Report = Callable[[dict[str, Any]], None]
 ShouldStop = Callable[[], bool]
 
-# Test hook: PLOUTOS_FAULT="raise@F/M" (or "exit@F/M") makes member M of fold F fail at its first
-# environment step, the way a bug (or a segfault) would. Documented in docs/events.md.
+# Test hook, documented in docs/events.md: PLOUTOS_FAULT holds comma-separated faults.
+# "raise@F/M" (or "exit@F/M") makes member M of fold F fail at its first environment step, the way
+# a bug (or a segfault) would; "pause@F/M:STEPS" parks it, checkpointed, once it has STEPS
+# timesteps, and "pause-eval@F" parks fold F's evaluation before it writes anything, so a test
+# can stop or kill the run while that unit is provably still at work instead of racing it.
 FAULT_ENV = "PLOUTOS_FAULT"
+PAUSE_POLL_S = 0.05
 
 
 # ---------------------------------------------------------------------------------- units
@@ -147,16 +151,51 @@ def member_is_finished(member_dir: str | Path) -> bool:
         return False
 
 
+def _fault(kinds: tuple[str, ...], where: str) -> tuple[str, str] | None:
+    """The first ``(kind, argument)`` of ``$PLOUTOS_FAULT`` aimed at ``where`` ("F/M" or "F")."""
+    for item in os.environ.get(FAULT_ENV, "").split(","):
+        kind, _, target = item.strip().partition("@")
+        target, _, argument = target.partition(":")
+        if kind in kinds and target == where:
+            return kind, argument
+    return None
+
+
 def _maybe_inject_fault(fold: int, member: int) -> None:
-    spec = os.environ.get(FAULT_ENV, "")
-    if not spec:
+    found = _fault(("raise", "exit"), f"{fold}/{member}")
+    if found is None:
         return
-    kind, _, where = spec.partition("@")
-    if where != f"{fold}/{member}":
-        return
-    if kind == "exit":
+    if found[0] == "exit":
         os._exit(3)
-    raise RuntimeError(f"injected fault ({FAULT_ENV}={spec})")
+    raise RuntimeError(f"injected fault ({FAULT_ENV}={found[0]}@{fold}/{member})")
+
+
+def _pause_steps(fold: int, member: int) -> int | None:
+    """Timesteps after which ``pause@F/M:STEPS`` parks this member; None without that fault."""
+    found = _fault(("pause",), f"{fold}/{member}")
+    return int(found[1] or 0) if found is not None else None
+
+
+def _park(report: Report, should_stop: ShouldStop, event: dict[str, Any]) -> None:
+    """Report ``event`` (with this process's ``pid``), then wait until the unit is told to stop
+    (stop, or its trainer died) or this process gets SIGUSR1 (the unit goes on)."""
+    released = {"flag": False}
+
+    def release(_signum: int, _frame: Any) -> None:
+        released["flag"] = True
+
+    try:
+        previous = signal.signal(signal.SIGUSR1, release)
+    except ValueError:  # not the main thread (a Ray task): only stop releases it
+        previous = None
+    try:
+        report({**event, "pid": os.getpid()})
+        log.info("%s: parked by %s until stopped", event["type"], FAULT_ENV)
+        while not should_stop() and not released["flag"]:
+            time.sleep(PAUSE_POLL_S)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGUSR1, previous)
 
 
 class _MemberCallback:
@@ -185,6 +224,7 @@ class _MemberCallback:
                 self.checkpoint_every = int(cfg["checkpoint_every_timesteps"])
                 self.stopped = False
                 self.fault_checked = False
+                self.pause_at = _pause_steps(int(task.fold["index"]), task.member)
 
             def _on_training_start(self) -> None:
                 n = self.training_env.num_envs
@@ -223,6 +263,13 @@ class _MemberCallback:
                 if self.num_timesteps - self.last_checkpoint >= self.checkpoint_every:
                     self.last_checkpoint = self.num_timesteps
                     self.checkpoint(self.model)
+                if self.pause_at is not None and self.num_timesteps >= self.pause_at:
+                    self.pause_at = None
+                    if self.last_checkpoint != self.num_timesteps:
+                        self.last_checkpoint = self.num_timesteps
+                        self.checkpoint(self.model)
+                    paused = {"type": "member_paused", "timesteps": int(self.num_timesteps)}
+                    _park(self.report, self.should_stop, paused)
                 if self.should_stop():
                     self.stopped = True
                     return False
@@ -366,15 +413,36 @@ def train_member(
     }
 
 
+class UnitStopped(BaseException):
+    """A unit with nothing worth keeping (an evaluation) abandons its work when told to stop.
+
+    A BaseException, so no ``except Exception`` in a library swallows it on the way out."""
+
+
 def evaluate_fold(task: FoldTask, report: Report, should_stop: ShouldStop) -> dict[str, Any]:
     """Out-of-sample metrics of the fold's ensemble (and of each member), buy-and-hold of the same
-    tickers, and Monte Carlo on the test window; writes ``result_path`` and ``montecarlo_path``."""
+    tickers, and Monte Carlo on the test window; writes ``result_path`` and ``montecarlo_path``.
+
+    Told to stop (stop asked, or the trainer died), it returns ``{"status": "stopped"}`` having
+    written nothing: a result file exists only for an evaluation its trainer asked for and saw.
+    """
+    try:
+        return _evaluate_fold(task, report, should_stop)
+    except UnitStopped:
+        return {"status": "stopped"}
+
+
+def _evaluate_fold(task: FoldTask, report: Report, should_stop: ShouldStop) -> dict[str, Any]:
     import torch
 
     from engine.evaluate import EnsemblePolicy, bars_per_year, buy_and_hold, evaluate_policy
     from engine.features import Normalizer, open_features
     from engine.hardware import HardwarePlan
     from engine.montecarlo import run_monte_carlo
+
+    def check_stop() -> None:
+        if should_stop():
+            raise UnitStopped("stop requested")
 
     started = time.monotonic()
     cfg = PloutosConfig.model_validate(task.config)
@@ -390,24 +458,24 @@ def evaluate_fold(task: FoldTask, report: Report, should_stop: ShouldStop) -> di
     prices, tradable = fs.prices[:end], fs.tradable[:end]
     algo = _algorithm_class(cfg.training.algorithm)
     models = [algo.load(Path(d) / "model.zip", device=plan.device) for d in task.member_dirs]
+    if _fault(("pause-eval",), str(fold.index)) is not None:
+        _park(report, should_stop, {"type": "evaluation_paused"})
+    check_stop()
     env_cfg = _env_config(cfg, fold.test_rows, evaluation=True)
     per_year = bars_per_year(np.asarray(fs.timestamps))
     vote = cfg.training.vote
     policy = EnsemblePolicy(models, vote=vote)
     oos = evaluate_policy(policy, features, prices, tradable, fold.test_rows, env_cfg, per_year)
-    members = [
-        evaluate_policy(
-            EnsemblePolicy([m], vote=vote),
-            features,
-            prices,
-            tradable,
-            fold.test_rows,
-            env_cfg,
-            per_year,
-        ).to_dict()
-        for m in models
-    ]
+    members = []
+    for m in models:
+        check_stop()
+        single = EnsemblePolicy([m], vote=vote)
+        metrics = evaluate_policy(
+            single, features, prices, tradable, fold.test_rows, env_cfg, per_year
+        )
+        members.append(metrics.to_dict())
     bh = buy_and_hold(prices, fold.test_rows, env_cfg, per_year)
+    check_stop()
     mc = run_monte_carlo(
         policy,
         features,
@@ -418,7 +486,7 @@ def evaluate_fold(task: FoldTask, report: Report, should_stop: ShouldStop) -> di
         cfg.monte_carlo,
         seed=cfg.monte_carlo.seed + fold.index,
     )
-    mc.save(task.montecarlo_path)
+    check_stop()
     stats = mc.stats(cfg.monte_carlo.histogram_bins).to_dict()
     result = {
         "fold": fold.to_dict(),
@@ -431,6 +499,7 @@ def evaluate_fold(task: FoldTask, report: Report, should_stop: ShouldStop) -> di
         "montecarlo": stats,
         "elapsed_s": round(time.monotonic() - started, 3),
     }
+    mc.save(task.montecarlo_path)
     atomic.write_json(task.result_path, result)
     return result
 
@@ -474,6 +543,25 @@ def worker_thread_report() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- executor
+def memory_hint(err: BaseException) -> str:
+    """A clause naming the address-space limit (``ulimit -v``) when ``err`` is an allocation
+    failure and this process has such a limit, which is then almost surely the cause; else ""."""
+    import resource
+
+    text = str(err).lower()
+    out_of_memory = isinstance(err, MemoryError) or (
+        isinstance(err, (ImportError, OSError))
+        and ("failed to map segment" in text or "cannot allocate memory" in text)
+    )
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if not out_of_memory or soft == resource.RLIM_INFINITY:
+        return ""
+    return (
+        f" under the virtual memory limit `ulimit -v {soft // 1024}` ({soft / 2**30:.2f} GiB); "
+        "raise it (`ulimit -v unlimited`)"
+    )
+
+
 def die_with_parent() -> None:
     """Ask Linux to send this process SIGTERM when its parent dies (Linux only; no-op elsewhere)."""
     try:
@@ -490,10 +578,15 @@ def _worker_main(kind: str, task_data: dict[str, Any], out: Any) -> None:
     # The parent is the forkserver, which exits when the trainer dies: a changed parent means
     # the trainer is gone.
     parent_pid = os.getppid()
-    stop = {"flag": False}
+    stop = {"flag": False, "abandon": False}
 
     def on_signal(signum: int, _frame: Any) -> None:
         stop["flag"] = True
+        # An evaluation keeps nothing: it ends at once, not at its next check (a Monte Carlo can
+        # take minutes), so it cannot outlive a killed trainer and write a result nobody records.
+        if stop["abandon"]:
+            stop["abandon"] = False
+            raise UnitStopped(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -512,10 +605,16 @@ def _worker_main(kind: str, task_data: dict[str, Any], out: Any) -> None:
             stop["flag"] = True
 
     try:
-        result = UNITS[kind](task, report, should_stop)
+        stop["abandon"] = kind == "evaluate"
+        try:
+            result = UNITS[kind](task, report, should_stop)
+        finally:
+            stop["abandon"] = False
         out.put(("result", key, result))
+    except UnitStopped:
+        out.put(("result", key, {"status": "stopped"}))
     except BaseException as err:  # noqa: BLE001 - every failure must reach the trainer
-        message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        message = f"{type(err).__name__}: {err}".splitlines()[0][:500] + memory_hint(err)
         out.put(("error", key, {"error": message, "traceback": traceback.format_exc()}))
     finally:
         out.close()
@@ -577,7 +676,20 @@ class LocalExecutor:
             name=f"ploutos-{task.kind}-{task.key[1]}-{task.key[2]}",
             daemon=False,
         )
-        process.start()
+        try:
+            process.start()
+        except (EOFError, ConnectionError) as err:
+            # The forkserver died: with an address-space limit that is the preload of torch
+            # running out of memory (its traceback went to our stderr, the pipe says only EOF).
+            hint = memory_hint(MemoryError())
+            if hint:
+                raise MemoryError(
+                    f"cannot allocate memory for the worker processes: their forkserver, which "
+                    f"loads torch and stable-baselines3, died{hint}"
+                ) from err
+            raise RuntimeError(
+                "the worker processes' forkserver died; its traceback is in the trainer's output"
+            ) from err
         self.running[task.key] = _Running(task, process)
 
     def poll(self, timeout: float) -> list[tuple[str, tuple[str, int, int], dict[str, Any]]]:
@@ -638,6 +750,16 @@ def make_executor(cfg: PloutosConfig, plan: dict[str, Any], features_path: str) 
 
 
 # ------------------------------------------------------------------------------ orchestrator
+class RunFailed(PloutosError):
+    """The run ended failed for a cause outside the program (disk, memory); already recorded."""
+
+    exit_code = 1
+
+
+def _one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".splitlines()[0]
+
+
 class Trainer:
     """Runs (or resumes) one walk-forward run in its folder until finished, stopped or failed."""
 
@@ -645,7 +767,7 @@ class Trainer:
 
     def __init__(self, folder: RunFolder, echo: Callable[[str], None] | None = None) -> None:
         self.folder = folder
-        self.cfg = PloutosConfig.model_validate(yaml.safe_load(folder.config_path.read_text()))
+        self.cfg = load_config(folder.config_path)  # the one YAML reader: one-line errors
         self.plan = folder.read_plan()
         self.folds = [Fold.from_dict(f) for f in folder.read_folds()]
         self.meta = folder.read_meta()
@@ -694,7 +816,10 @@ class Trainer:
             return False
         try:
             result = json.loads(path.read_text())
-            return int(result["members_used"]) == self.cfg.training.ensemble
+            recordable = all(
+                isinstance(result[k], dict) for k in ("oos", "buy_and_hold", "montecarlo")
+            ) and isinstance(result["members"], list)
+            return recordable and int(result["members_used"]) == self.cfg.training.ensemble
         except (OSError, KeyError, TypeError, ValueError):
             return False
 
@@ -716,23 +841,75 @@ class Trainer:
             host=socket.gethostname(),
             features_path=self.features_path,
             run_dir=str(self.folder.root),
+            heartbeat=utc_stamp(),
         )
         self.folder.write_status(status)
 
     # -- main loop -------------------------------------------------------------------------
     def run(self, resumed: bool = False) -> int:
-        """0 finished, 1 failed, 3 stopped."""
+        """0 finished, 1 failed, 3 stopped.
+
+        The run ends ``failed`` with its cause whatever ended it, a full disk included: the space
+        that last event and status need is set aside up front (:meth:`_reserve_space`) and given
+        back just before they are written. A full disk or an exhausted memory limit is raised as
+        a one-line :class:`RunFailed`; anything else (a bug) keeps its traceback.
+        """
         with self.folder.hold_lock():
-            events = EventLog(self.folder.events_path)
+            events: EventLog | None = None
             try:
+                self._reserve_space()
+                events = EventLog(self.folder.events_path)
                 return self._run(events, resumed)
             except BaseException as err:
-                message = f"{type(err).__name__}: {err}".splitlines()[0]
+                message = _one_line(err)
                 log.exception("run failed")
-                self.emit(events, "run_failed", error=message)
+                self._release_space()
+                self._record_failure(events, message)
+                if isinstance(err, (OSError, MemoryError)):
+                    raise RunFailed(
+                        f"run {self.folder.run_id} failed: {message}; fix that, then "
+                        f"`ploutos resume {self.folder.run_id}` (log: {self.folder.log_path})"
+                    ) from err
                 raise
             finally:
-                events.close()
+                self._release_space()
+                if events is not None:
+                    events.close()
+
+    RESERVE_BYTES = 1 << 20
+
+    @property
+    def _reserve_path(self) -> Path:
+        return self.folder.root / ".space-reserve"
+
+    def _reserve_space(self) -> None:
+        """Allocate :attr:`RESERVE_BYTES` (really allocated, not a sparse file) in the run folder,
+        enough for the final ``run_failed`` event and ``status.json`` once the disk is full."""
+        fd = os.open(self._reserve_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, self.RESERVE_BYTES)
+        finally:
+            os.close(fd)
+
+    def _release_space(self) -> None:
+        with contextlib.suppress(OSError):
+            self._reserve_path.unlink()
+
+    def _record_failure(self, events: EventLog | None, message: str) -> None:
+        """``run_failed`` in the log and the status, as far as the disk lets either be written: a
+        status that still said running would show the run as interrupted, hiding the cause."""
+        if events is not None:
+            try:
+                self.emit(events, "run_failed", error=message)
+                return
+            except OSError as err:
+                log.error("could not record the failure: %s", _one_line(err))
+        if self.view.state != "failed":
+            self.view.apply({"type": "run_failed", "ts": utc_stamp(), "error": message})
+        try:
+            self.write_status()
+        except OSError as err:
+            log.error("could not write the failed status: %s", _one_line(err))
 
     def _install_signals(self) -> None:
         def on_stop(signum: int, _frame: Any) -> None:
@@ -766,6 +943,7 @@ class Trainer:
             features_path=self.features_path,
             folds=[f.to_dict() for f in self.folds],
         )
+        self._record_unrecorded_folds(events)
         pending: list[MemberTask] = []
         for fold in self.folds:
             if self.fold_done(fold):
@@ -817,6 +995,9 @@ class Trainer:
                     executor.submit(task)
             for kind, key, payload in executor.poll(timeout=0.5):
                 self._handle(events, kind, key, payload)
+            # heartbeat (engine.runs): a SIGSTOPped or hung trainer then shows as stalled
+            if time.monotonic() - self._status_written >= HEARTBEAT_S:
+                self.write_status()
         executor.close()
         if self.stop_requested:
             self.emit(events, "run_stopped", reason="stop requested")
@@ -868,7 +1049,13 @@ class Trainer:
                 f"in {payload['elapsed_s']:.1f} s"
             )
             return
-        result = payload
+        if payload.get("status") == "stopped":
+            log.info("fold %s: evaluation stopped; a resume evaluates it again", fold)
+            return
+        self._record_fold(events, fold, payload)
+
+    def _record_fold(self, events: EventLog, fold: int, result: dict[str, Any]) -> None:
+        """The ``fold_evaluated`` and per-fold ``montecarlo`` events of one fold's result."""
         self.emit(
             events,
             "fold_evaluated",
@@ -888,6 +1075,23 @@ class Trainer:
             f"(buy and hold {result['buy_and_hold']['total_return']:+.2%}); Monte Carlo "
             f"loss probability {mc['loss_probability']:.1%}, VaR95 {mc['var_95']:+.2%}"
         )
+
+    def _record_unrecorded_folds(self, events: EventLog) -> None:
+        """Events for evaluated folds the log does not show (their evaluation finished after its
+        trainer was killed, before that evaluation died with it): status, panel and summary then
+        show every fold whose result file counts it as done."""
+        for fold in self.folds:
+            if not self.fold_done(fold):
+                continue
+            path = self.folder.fold_result_path(fold.index)
+            result = json.loads(path.read_text())
+            seen = self.view.folds_evaluated.get(fold.index, {})
+            if seen.get("members_used") == result["members_used"] and (
+                seen.get("oos") == result["oos"]
+            ):
+                continue
+            log.info("fold %s: recording its evaluation from %s", fold.index, path)
+            self._record_fold(events, fold.index, result)
 
     def write_summary(self) -> dict[str, Any]:
         """Every evaluated fold and the Monte Carlo statistics pooled over them."""
@@ -951,10 +1155,16 @@ def resolved_config(
 
 
 def plan_for(
-    cfg: PloutosConfig, profile: str | None, obs_size: int | None, machine: Any = None
+    cfg: PloutosConfig,
+    profile: str | None,
+    obs_size: int | None,
+    machine: Any = None,
+    *,
+    hardware_file: str | Path | None = None,
+    force: bool = False,
 ) -> Any:
     """The hardware plan of a config (the one resolver, with this config's sizes); ``machine``
-    defaults to this one, probed."""
+    defaults to this one, probed; ``hardware_file`` and ``force`` as in ``resolve_plan``."""
     from engine.hardware import resolve_plan
 
     return resolve_plan(
@@ -964,6 +1174,8 @@ def plan_for(
         net_arch=tuple(cfg.training.net_arch),
         obs_size=obs_size,
         machine=machine,
+        hardware_file=hardware_file,
+        force=force,
     )
 
 
@@ -982,6 +1194,8 @@ def prepare_run(
     runs_root: str | Path | None = None,
     executor: str | None = None,
     ray_address: str | None = None,
+    hardware_file: str | Path | None = None,
+    force: bool = False,
 ) -> RunFolder:
     """Validate everything, then create the run folder; nothing is trained yet.
 
@@ -1007,7 +1221,13 @@ def prepare_run(
         require_ray()
     fs = load_or_build_features(cfg.dataset_path, cfg.features)
     folds = walk_forward_folds(fs.timestamps, cfg.walk_forward, str(config_path))
-    plan = plan_for(cfg, profile, observation_size(cfg, fs.features.shape))
+    plan = plan_for(
+        cfg,
+        profile,
+        observation_size(cfg, fs.features.shape),
+        hardware_file=hardware_file,
+        force=force,
+    )
     check_thread_limits(plan, thread_limits(), machine_threads())
     root = (
         Path(run_dir)

@@ -1,11 +1,12 @@
 """What the control panel knows about training runs: read from the run folders, never from memory.
 
 :class:`RunsWatcher` follows every run folder under a runs root. Each :meth:`RunsWatcher.poll`
-rescans the root (new runs appear), tails each run's ``events.jsonl`` by byte offset (only what
-was appended since the last poll is read, at most ``max_read_bytes`` per run per poll) into an
-:class:`engine.runs.RunView`, and returns immutable :class:`RunSnapshot` copies the UI thread can
-keep. ``poll`` does file I/O and is meant to run in a worker thread; this module imports nothing
-from Textual.
+rescans the root (new runs appear), tails each run's ``events.jsonl`` with the engine's one
+reader (:class:`engine.runs.EventTail`: only what was appended since the last poll is read, at
+most ``max_read_bytes`` per run per poll) into an :class:`engine.runs.RunView`, and returns
+immutable :class:`RunSnapshot` copies the UI thread can keep. A run folder that cannot be read
+shows as ``unreadable`` with its reason; the others are listed as usual. ``poll`` does file I/O
+and is meant to run in a worker thread; this module imports nothing from Textual.
 
 Jobs are started, stopped and resumed through the engine (:mod:`engine.jobs`): a launched trainer
 runs in its own session and outlives the panel. The panel keeps the ``Popen`` objects only to
@@ -15,8 +16,6 @@ reap children that end while it is open (no zombies).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -29,12 +28,20 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.errors import PloutosError
-from engine.runs import RESUMABLE, RunFolder, RunView, default_runs_root, list_runs
+from engine.runs import (
+    LIVE_STATES,
+    RESUMABLE,
+    EventTail,
+    RunFolder,
+    RunState,
+    RunView,
+    default_runs_root,
+    list_runs,
+    parse_stamp,
+)
 
-LIVE_STATES = ("starting", "running", "stopping")
 ENDED_STATES = ("stopped", "finished", "failed")
 DEFAULT_MAX_READ_BYTES = 4 << 20  # per run per poll
-_CHUNK_BYTES = 1 << 20
 
 
 # ---------------------------------------------------------------------------- snapshots
@@ -99,10 +106,17 @@ class RunSnapshot:
     profile: str = ""
     started_at: str | None = None
     updated_at: str | None = None
+    stalled_s: float | None = None  # a live trainer's heartbeat age, once it counts as stalled
+    skipped_events: int = 0  # event lines skipped as unreadable or malformed
 
     @property
     def live(self) -> bool:
         return self.state in LIVE_STATES
+
+    @property
+    def state_label(self) -> str:
+        """``running``, or ``running (stalled 120 s)`` for a trainer that stopped beating."""
+        return RunState(self.state, stalled_s=self.stalled_s).label
 
     @property
     def resumable(self) -> bool:
@@ -134,12 +148,7 @@ def format_duration(seconds: float | None) -> str:
 
 def parse_ts(stamp: str | None) -> float | None:
     """Epoch seconds of an event timestamp (``2026-01-02T03:04:05.678Z``), None if unreadable."""
-    if not stamp:
-        return None
-    try:
-        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    return parse_stamp(stamp)
 
 
 # ---------------------------------------------------------------------------- processes
@@ -279,7 +288,7 @@ def _live_pid(folder: RunFolder, status: Mapping[str, Any] | None = None) -> int
     status = folder.read_status() if status is None else status
     try:
         pid = int(status.get("pid") or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         pid = 0
     if pid <= 0:
         try:
@@ -330,14 +339,24 @@ def log_tail(run: RunFolder | RunSnapshot | os.PathLike[str] | str, lines: int =
 class _Tracked:
     folder: RunFolder
     view: RunView
-    offset: int = 0
+    tail: EventTail
     version: int = 0  # bumped when new events were applied
     built_version: int = -1
     fold_errors: dict[int, str] = field(default_factory=dict)
     static: dict[str, Any] = field(default_factory=dict)  # config, algorithm, folds, ensemble
     status_key: tuple[int, int] | None = None
     status: dict[str, Any] = field(default_factory=dict)
+    status_problem: str | None = None
     snapshot: RunSnapshot | None = None
+
+    @classmethod
+    def of(cls, folder: RunFolder) -> _Tracked:
+        return cls(folder, RunView(run_id=folder.run_id), EventTail(folder.events_path))
+
+    @property
+    def offset(self) -> int:
+        """Where the first event line not yet applied starts in ``events.jsonl``."""
+        return self.tail.offset
 
 
 class RunsWatcher:
@@ -375,9 +394,9 @@ class RunsWatcher:
                 seen.add(folder.run_id)
                 tracked = self._tracked.get(folder.run_id)
                 if tracked is None or tracked.folder.root != folder.root:
-                    tracked = _Tracked(folder, RunView(run_id=folder.run_id))
+                    tracked = _Tracked.of(folder)
                     self._tracked[folder.run_id] = tracked
-                out.append(self._poll_one(tracked))
+                out.append(self._poll_guarded(tracked))
             for gone in set(self._tracked) - seen:
                 del self._tracked[gone]
             self._latest = {snap.run_id: snap for snap in out}
@@ -397,10 +416,10 @@ class RunsWatcher:
                 return None
             tracked = self._tracked.get(run_id)
             if tracked is None or tracked.folder.root != folder.root:
-                tracked = _Tracked(folder, RunView(run_id=folder.run_id))
+                tracked = _Tracked.of(folder)
                 self._tracked[run_id] = tracked
             self.bytes_read_last_poll = 0
-            snap = self._poll_one(tracked)
+            snap = self._poll_guarded(tracked)
             self._latest = {**self._latest, run_id: snap}
             return snap
 
@@ -408,10 +427,38 @@ class RunsWatcher:
         """The run as of the last poll (None if unknown)."""
         return self._latest.get(run_id)
 
+    def _poll_guarded(self, t: _Tracked) -> RunSnapshot:
+        """:meth:`_poll_one`, but a folder that breaks it shows as unreadable instead of taking
+        every other run's listing down with it (the next poll tries it afresh)."""
+        try:
+            return self._poll_one(t)
+        except Exception as err:  # any: one run folder must never end the panel's listing
+            self._tracked.pop(t.folder.run_id, None)
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+            return self._unreadable(t.folder, f"cannot read the run folder ({reason})")
+
+    @staticmethod
+    def _unreadable(folder: RunFolder, reason: str) -> RunSnapshot:
+        return RunSnapshot(
+            run_id=folder.run_id,
+            path=folder.root,
+            state="unreadable",
+            progress=0.0,
+            elapsed_s=None,
+            eta_s=None,
+            config="",
+            algorithm="",
+            n_folds=0,
+            ensemble=0,
+            log_path=folder.log_path,
+            error=reason,
+        )
+
     def _poll_one(self, t: _Tracked) -> RunSnapshot:
         self._read_events(t)
         status = self._read_status(t)
-        state = self._state(t, status)
+        run_state = self._state(t, status)
+        state = run_state.state
         if t.snapshot is None or t.built_version != t.version:
             t.snapshot = self._build(t)
             t.built_version = t.version
@@ -428,91 +475,48 @@ class RunsWatcher:
         pid = None
         if state in LIVE_STATES:
             pid = _live_pid(t.folder, status)
+        error = view.error or (status.get("error") if state == "failed" else None)
+        if run_state.reason:
+            error = run_state.reason
+        elif run_state.stalled_s is not None:
+            who = f"trainer pid {pid}" if pid else "the trainer"
+            error = (
+                f"no heartbeat from {who} for {run_state.stalled_s:.0f} s: stopped (SIGSTOP; "
+                "`kill -CONT` it) or hung"
+            )
         return replace(
             snap,
             state=state,
             elapsed_s=elapsed,
             eta_s=view.eta_s() if state in ("running", "stopping") else None,
             pid=pid,
-            error=view.error or (status.get("error") if state == "failed" else None),
+            error=error if isinstance(error, str) or error is None else str(error),
+            stalled_s=run_state.stalled_s,
         )
 
     def _read_events(self, t: _Tracked) -> None:
-        path = t.folder.events_path
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if size < t.offset:  # the log was replaced: start over
+        tail = t.tail
+        restarts = tail.restarts
+        events = tail.poll(self.max_read_bytes)
+        self.bytes_read_last_poll += tail.bytes_read
+        if tail.restarts != restarts:  # the log was replaced: what it said before is void
             t.view = RunView(run_id=t.folder.run_id)
-            t.offset = 0
             t.fold_errors.clear()
             t.version += 1
-        if size == t.offset:
-            return
-        budget = self.max_read_bytes
-        chunk_size = min(_CHUNK_BYTES, self.max_read_bytes)
-        applied = False
-        try:
-            with open(path, "rb") as fh:
-                while budget > 0 and t.offset < size:
-                    fh.seek(t.offset)
-                    chunk = fh.read(min(chunk_size, budget))
-                    if not chunk:
-                        break
-                    self.bytes_read_last_poll += len(chunk)
-                    budget -= len(chunk)
-                    end = chunk.rfind(b"\n")
-                    if end < 0:
-                        if t.offset + len(chunk) >= size or len(chunk) < chunk_size:
-                            break  # a partial last line (or no budget left): next poll
-                        # one line longer than a whole chunk: skip it, unread
-                        skipped = self._skip_long_line(fh, t.offset + len(chunk))
-                        if skipped is None:
-                            break
-                        t.offset = skipped
-                        t.view.apply({"type": "unreadable"})
-                        applied = True
-                        continue
-                    for raw in chunk[: end + 1].split(b"\n"):
-                        if raw.strip():
-                            self._apply(t, raw)
-                            applied = True
-                    t.offset += end + 1
-        except FileNotFoundError:
-            return
-        if applied:
+        for event in events:
+            self._apply(t, event)
+        if events:
             t.version += 1
 
-    def _skip_long_line(self, fh: Any, pos: int) -> int | None:
-        while True:
-            fh.seek(pos)
-            block = fh.read(_CHUNK_BYTES)
-            if not block:
-                return None
-            self.bytes_read_last_poll += len(block)
-            nl = block.find(b"\n")
-            if nl >= 0:
-                return pos + nl + 1
-            pos += len(block)
-
     @staticmethod
-    def _apply(t: _Tracked, raw: bytes) -> None:
-        try:
-            event = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            event = {"type": "unreadable", "bytes": len(raw)}
-        if not isinstance(event, dict):
-            return
-        try:
-            t.view.apply(event)
-        except (KeyError, TypeError, ValueError):
-            return  # a malformed event of a known type: ignore it like an unknown one
-        kind = event.get("type")
-        if kind == "fold_failed" and "fold" in event:
-            t.fold_errors[int(event["fold"])] = str(event.get("error") or "failed")
-        elif kind in ("fold_evaluated", "fold_started") and "fold" in event:
-            t.fold_errors.pop(int(event["fold"]), None)
+    def _apply(t: _Tracked, event: dict[str, Any]) -> None:
+        if not t.view.apply(event):
+            return  # unreadable or malformed: skipped and counted (docs/events.md)
+        kind = event["type"]
+        if kind == "fold_failed":
+            t.fold_errors[event["fold"]] = str(event.get("error") or "failed")
+        elif kind in ("fold_evaluated", "fold_started"):
+            t.fold_errors.pop(event["fold"], None)
 
     def _read_status(self, t: _Tracked) -> dict[str, Any]:
         try:
@@ -522,15 +526,14 @@ class RunsWatcher:
             key = None
         if key != t.status_key or key is None:
             t.status_key = key
-            t.status = t.folder.read_status()
+            t.status, t.status_problem = t.folder.read_status_checked()
         return t.status
 
-    def _state(self, t: _Tracked, status: Mapping[str, Any]) -> str:
-        state = str(status.get("state") or ("starting" if t.folder.exists() else "unknown"))
-        if state in LIVE_STATES and not t.folder.trainer_alive():
-            # a trainer this panel just launched has not taken its lock yet
-            state = "starting" if _child_alive(t.folder.run_id) else "interrupted"
-        return state
+    def _state(self, t: _Tracked, status: dict[str, Any]) -> RunState:
+        found = t.folder.run_state(self.clock(), status, t.status_problem)
+        if found.state == "interrupted" and _child_alive(t.folder.run_id):
+            return RunState("starting")  # a trainer this panel just launched has no lock yet
+        return found
 
     def _static(self, t: _Tracked) -> dict[str, Any]:
         """What the folder says before any event: config file, algorithm, folds, ensemble."""
@@ -542,12 +545,12 @@ class RunsWatcher:
         with contextlib.suppress(OSError, ValueError, TypeError):
             info["n_folds"] = len(t.folder.read_folds())
         try:
-            import yaml
+            from engine.yamlio import read_yaml
 
-            training = (yaml.safe_load(t.folder.config_path.read_text()) or {}).get("training", {})
+            training = read_yaml(t.folder.config_path)[0].get("training", {})
             info["algorithm"] = str(training.get("algorithm") or "")
             info["ensemble"] = int(training.get("ensemble") or 0)
-        except Exception:  # unreadable or not YAML: the events will say
+        except Exception:  # unreadable, hostile or not YAML: the events will say
             pass
         t.static = info
         return info
@@ -607,6 +610,7 @@ class RunsWatcher:
             profile=view.profile,
             started_at=view.started_at,
             updated_at=view.updated_at,
+            skipped_events=view.skipped_events,
         )
 
     # -------------------------------------------------------------- acting

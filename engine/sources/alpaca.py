@@ -30,7 +30,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -162,20 +162,25 @@ class _TimeoutAdapter(HTTPAdapter):
 def credentials_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str]:
     """Return ``(key_id, secret_key)`` from ``APCA_API_KEY_ID`` / ``APCA_API_SECRET_KEY``.
 
-    A missing or empty variable raises a one-line ``SourceError`` naming it.
+    Missing or empty variables raise one ``SourceError`` line naming every one that is missing
+    (so a user with neither set fixes both at once), never a value.
     """
-    return _env_value(ENV_KEY_ID, env), _env_value(ENV_SECRET_KEY, env)
-
-
-def _env_value(name: str, env: Mapping[str, str] | None) -> str:
     env = os.environ if env is None else env
-    value = (env.get(name) or "").strip()
-    if not value:
-        what = "key id" if name == ENV_KEY_ID else "secret key"
-        raise SourceError(
-            f"{name} is not set: export {name}=... with your Alpaca API {what} and rerun"
-        )
-    return value
+    values = {name: (env.get(name) or "").strip() for name in (ENV_KEY_ID, ENV_SECRET_KEY)}
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise missing_keys_error(missing)
+    return values[ENV_KEY_ID], values[ENV_SECRET_KEY]
+
+
+def missing_keys_error(missing: Sequence[str]) -> SourceError:
+    """The one-line error for unset key variables (``missing``: their names, in order)."""
+    verb = "is" if len(missing) == 1 else "are"
+    return SourceError(
+        f"{' and '.join(missing)} {verb} not set; an Alpaca build needs both {ENV_KEY_ID} (API "
+        f"key id) and {ENV_SECRET_KEY} (secret key): export {ENV_KEY_ID}=... "
+        f"{ENV_SECRET_KEY}=... (free paper-trading keys work with --feed iex) and rerun"
+    )
 
 
 def resolve_base_url(
@@ -360,10 +365,12 @@ def make_client(
 
     ``base_url`` (else ``APCA_API_DATA_URL``) points the SDK elsewhere (a proxy, a test server).
     """
-    if api_key is None:
-        api_key = _env_value(ENV_KEY_ID, env)
-    if secret_key is None:
-        secret_key = _env_value(ENV_SECRET_KEY, env)
+    if api_key is None or secret_key is None:
+        source = os.environ if env is None else env
+        given = {ENV_KEY_ID: api_key, ENV_SECRET_KEY: secret_key}
+        api_key, secret_key = credentials_from_env(
+            {name: value or source.get(name) or "" for name, value in given.items()}
+        )
     retry = retry or RetryPolicy()
     if retry.max_attempts < 1:
         raise SourceError(f"retry max_attempts {retry.max_attempts}: use 1 or more")

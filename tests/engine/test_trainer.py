@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,24 @@ def only_run(runs: Path) -> RunFolder:
     found = [p for p in runs.iterdir() if (p / "config.yaml").exists()]
     assert len(found) == 1, found
     return RunFolder(found[0])
+
+
+def run_when_made(runs: Path) -> RunFolder | None:
+    """For ``wait_for``: the one run folder once its config is written, None until then (a folder
+    being made is a reason to wait, not a failure); two runs are a failure at once."""
+    if not runs.is_dir():
+        return None
+    found = [p for p in runs.iterdir() if (p / "config.yaml").exists()]
+    assert len(found) <= 1, found
+    return RunFolder(found[0]) if found else None
+
+
+def parked(folder: RunFolder, kind: str, **where: int) -> dict | None:
+    """The ``member_paused`` / ``evaluation_paused`` event of a PLOUTOS_FAULT pause, if written."""
+    for e in of_type(events_of(folder), kind):
+        if all(e.get(k) == v for k, v in where.items()):
+            return e
+    return None
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
@@ -161,16 +180,19 @@ def test_status_and_runs_commands_describe_the_finished_run(demo_run):
 def test_kill_9_then_resume_keeps_finished_models_and_continues_from_the_checkpoint(
     demo_config, tmp_path
 ):
-    config = demo_config(training__total_timesteps=16384, training__checkpoint_every_timesteps=2048)
+    config = demo_config(training__total_timesteps=4096, training__checkpoint_every_timesteps=2048)
     runs = tmp_path / "runs"
-    proc = start_trainer("train", "--config", str(config), "--runs-dir", str(runs))
+    # Member 1 parks once checkpointed at 2,048 timesteps: the kill lands while it is training.
+    env = {"PLOUTOS_FAULT": "pause@0/1:2048"}
+    proc = start_trainer("train", "--config", str(config), "--runs-dir", str(runs), env=env)
     try:
-        folder = wait_for(
-            lambda: runs.exists() and any(runs.iterdir()) and only_run(runs), 120, "run", proc
-        )
+        folder = wait_for(lambda: run_when_made(runs), 120, "run", proc)
         wait_for(lambda: of_type(events_of(folder), "member_finished"), 300, "a member", proc)
+        wait_for(
+            lambda: parked(folder, "member_paused", fold=0, member=1), 300, "member 1 parked", proc
+        )
         second = folder.checkpoint_dir(0, 1) / "checkpoint.zip"
-        wait_for(second.exists, 300, "a checkpoint of member 1", proc)
+        assert second.exists(), "member 1 parks only once checkpointed"
         # forkserver, resource tracker, workers: nothing of the run may outlive its trainer
         workers = psutil.Process(proc.pid).children(recursive=True)
         assert len(workers) >= 2
@@ -206,17 +228,19 @@ def test_kill_9_then_resume_keeps_finished_models_and_continues_from_the_checkpo
 
 def test_stop_checkpoints_and_resume_finishes_and_sighup_is_ignored(demo_config, tmp_path):
     config = demo_config(
-        training__total_timesteps=16384,
+        training__total_timesteps=4096,
         training__checkpoint_every_timesteps=100000,
         walk_forward__max_folds=1,
     )
     runs = tmp_path / "runs"
-    proc = start_trainer("train", "--config", str(config), "--runs-dir", str(runs))
+    # Member 0 parks at 2,048 timesteps until told to stop: SIGHUP and stop find it training.
+    env = {"PLOUTOS_FAULT": "pause@0/0:2048"}
+    proc = start_trainer("train", "--config", str(config), "--runs-dir", str(runs), env=env)
     try:
-        folder = wait_for(
-            lambda: runs.exists() and any(runs.iterdir()) and only_run(runs), 120, "run", proc
+        folder = wait_for(lambda: run_when_made(runs), 120, "run", proc)
+        wait_for(
+            lambda: parked(folder, "member_paused", fold=0, member=0), 300, "member 0 parked", proc
         )
-        wait_for(lambda: of_type(events_of(folder), "member_progress"), 300, "progress", proc)
         os.kill(proc.pid, signal.SIGHUP)  # the SSH session that started it went away
         time.sleep(1.0)
         assert proc.poll() is None, "SIGHUP ended the run"
@@ -230,13 +254,136 @@ def test_stop_checkpoints_and_resume_finishes_and_sighup_is_ignored(demo_config,
     events = events_of(folder)
     assert of_type(events, "run_stopping") and events[-1]["type"] == "run_stopped"
     member_stopped = of_type(events, "member_stopped")
-    assert member_stopped
+    assert (0, 0) in {(e["fold"], e["member"]) for e in member_stopped}
     for e in member_stopped:
         ckpt = folder.checkpoint_dir(e["fold"], e["member"]) / "checkpoint.json"
         assert json.loads(ckpt.read_text())["timesteps"] == e["timesteps"] > 0
     resumed = ploutos("resume", folder.run_id, "--runs-dir", str(runs), timeout=500)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert folder.state() == "finished"
+
+
+def test_kill_9_during_an_evaluation_writes_no_orphan_result_and_resume_records_the_fold(
+    demo_config, tmp_path
+):
+    config = demo_config(walk_forward__max_folds=1)
+    runs = tmp_path / "runs"
+    # The evaluation parks after loading its models, before it writes anything.
+    env = {"PLOUTOS_FAULT": "pause-eval@0"}
+    proc = start_trainer("train", "--config", str(config), "--runs-dir", str(runs), env=env)
+    try:
+        folder = wait_for(lambda: run_when_made(runs), 120, "run", proc)
+        wait_for(
+            lambda: parked(folder, "evaluation_paused", fold=0), 300, "the evaluation parked", proc
+        )
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, f"the evaluation outlived the killed trainer: {alive}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    # Released by its trainer's death, the evaluation gave up instead of finishing unrecorded.
+    assert not folder.fold_result_path(0).exists()
+    assert not folder.fold_montecarlo_path(0).exists()
+    assert folder.state() == "interrupted"
+    resumed = ploutos("resume", str(folder.root), timeout=500)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    events = events_of(folder)
+    resume_at = next(i for i, e in enumerate(events) if e["type"] == "run_resumed")
+    assert not of_type(events[resume_at:], "member_started"), "finished members were retrained"
+    (evaluated,) = of_type(events, "fold_evaluated")
+    result = json.loads(folder.fold_result_path(0).read_text())
+    assert evaluated["oos"] == result["oos"] and evaluated["members_used"] == 2
+    assert {e["scope"] for e in of_type(events, "montecarlo")} == {"fold_00", "pooled"}
+    assert folder.state() == "finished"
+    assert json.loads(folder.status_path.read_text())["folds_evaluated"] == [0]
+
+
+def test_resume_records_folds_whose_result_files_the_log_does_not_show(demo_run, tmp_path):
+    """An evaluation that finished after its trainer was killed left a result nobody recorded:
+    the resume writes its events from the files, so status and panel show every fold."""
+    finished, _ = demo_run
+    folder = RunFolder(tmp_path / finished.run_id)
+    shutil.copytree(finished.root, folder.root)
+    dropped = {"fold_evaluated", "montecarlo", "run_finished"}
+    lines = folder.events_path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if json.loads(line)["type"] not in dropped]
+    folder.events_path.write_text("".join(kept))
+    folder.write_status(
+        {"run_id": folder.run_id, "state": "running"}
+    )  # as a killed trainer left it
+    assert folder.state() == "interrupted"
+    resumed = ploutos("resume", str(folder.root), timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    events = events_of(folder)[len(kept) :]
+    assert not of_type(events, "member_started"), "finished members were retrained"
+    evaluated = of_type(events, "fold_evaluated")
+    assert [e["fold"] for e in evaluated] == [0, 1]
+    for e in evaluated:
+        result = json.loads(folder.fold_result_path(e["fold"]).read_text())
+        assert e["oos"] == result["oos"] and e["members"] == result["members"]
+        assert e["buy_and_hold"] == result["buy_and_hold"] and e["members_used"] == 2
+    mc = {e["scope"]: e["stats"] for e in of_type(events, "montecarlo")}
+    assert set(mc) == {"fold_00", "fold_01", "pooled"}
+    assert mc["fold_01"] == json.loads(folder.fold_result_path(1).read_text())["montecarlo"]
+    status = ploutos("status", str(folder.root), "--json")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert shown["state"] == "finished" and shown["folds_evaluated"] == [0, 1]
+    # A second resume has nothing left to record.
+    again = ploutos("resume", str(folder.root), timeout=300)
+    assert again.returncode == 0 and "already finished" in again.stdout
+
+
+def _preload_address_space_kib() -> int:
+    """Peak address space (KiB) of a process that imports what the workers' forkserver preloads."""
+    code = (
+        "import torch, torch._dynamo, stable_baselines3, sb3_contrib\n"
+        "import engine.trainer, engine.features, engine.vec_env, engine.evaluate, "
+        "engine.montecarlo\n"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmPeak')][0])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.strip())
+
+
+def test_a_too_small_memory_limit_fails_the_run_naming_the_limit(demo_config, tmp_path):
+    import resource
+
+    config = demo_config(walk_forward__max_folds=1)
+    runs = tmp_path / "runs"
+    # Enough for the trainer (pandas, the feature cache: well under half of it), too little for
+    # the forkserver that loads torch and stable-baselines3 for the workers.
+    limit_kib = _preload_address_space_kib() * 2 // 3
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_kib * 1024, limit_kib * 1024))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "train", "--config", str(config)]
+        + ["--runs-dir", str(runs)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_memory,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    folder = only_run(runs)
+    status = json.loads(folder.status_path.read_text())
+    assert folder.state() == "failed", status
+    error = status["error"]
+    assert "EOFError" not in error and "memory" in error.lower(), error
+    assert f"ulimit -v {limit_kib}" in error, error
+    last = events_of(folder)[-1]
+    assert last["type"] == "run_failed" and last["error"] == error
+    said = result.stderr.strip().splitlines()[-1]
+    assert "EOFError" not in said and f"ulimit -v {limit_kib}" in said, said
 
 
 @pytest.mark.parametrize("fault", ["raise", "exit"])

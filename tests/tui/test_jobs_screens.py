@@ -314,9 +314,16 @@ def settle(condition: Callable[[Any], Any]):
     async def run_before(pilot) -> None:
         await until(pilot, lambda: condition(pilot.app.screen))
         await pilot.app.workers.wait_for_complete()
-        # DataTable sizes its columns when idle: let that and the repaint happen
-        for _ in range(3):
+        # DataTable sizes its columns when idle, and a loaded machine can take several frames to
+        # get there: wait until the screen is the same on three consecutive looks.
+        for field in pilot.app.screen.query(Input):
+            field.cursor_blink = False  # a blinking cursor is on or off depending on timing
+        seen: list[str] = []
+        for _ in range(100):
             await pilot.pause(0.1)
+            seen = [*seen[-2:], pilot.app.export_screenshot()]
+            if len(seen) == 3 and len(set(seen)) == 1:
+                return
 
     return run_before
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import PloutosError
-from engine.runs import RunFolder
+from engine.runs import MAX_LINE_BYTES, EventTail, RunFolder
 from ploutos_tui import runs_model
 from ploutos_tui.runs_model import (
     RunsWatcher,
@@ -247,15 +247,129 @@ def test_a_huge_log_costs_a_bounded_read_per_poll(tmp_path: Path):
     assert watcher.bytes_read_last_poll == len(line) + 1
 
 
-def test_a_line_longer_than_the_read_budget_is_skipped(tmp_path: Path):
+def test_a_line_longer_than_the_read_budget_is_read_across_polls(tmp_path: Path):
     folder = empty_run(tmp_path, "20300101-000000-demo-dddd")
     lines = events_of(FINISHED)
-    huge = json.dumps({"type": "note", "text": "y" * 300_000}) + "\n"
-    folder.events_path.write_text(lines[0] + huge + "".join(lines[1:5]))
+    finished = json.loads(lines[4])
+    assert finished["type"] == "member_finished"
+    huge = json.dumps({**finished, "pad": "y" * 300_000}) + "\n"  # one event, ~5 budgets long
+    folder.events_path.write_text("".join(lines[:4]) + huge)
     watcher = RunsWatcher(tmp_path, max_read_bytes=64 << 10)
+    read = 0
     for _ in range(20):
         snap = watcher.poll_run(folder.run_id)
-    assert snap.progress == pytest.approx(0.25)
+        assert watcher.bytes_read_last_poll <= 64 << 10
+        read += watcher.bytes_read_last_poll
+    assert snap.members[0].state == "finished"  # applied, not skipped
+    assert snap.progress == pytest.approx(0.25) and snap.skipped_events == 0
+    assert read == folder.events_path.stat().st_size  # and no byte of it read twice
+
+
+def test_a_line_over_the_cap_is_skipped_and_the_rest_is_read(tmp_path: Path):
+    folder = empty_run(tmp_path, "20300101-000000-demo-dddx")
+    lines = events_of(FINISHED)
+    with open(folder.events_path, "w") as fh:
+        fh.write(lines[0])
+        fh.write(json.dumps({"type": "note", "pad": "z" * (MAX_LINE_BYTES + 1)}) + "\n")
+        fh.writelines(lines[1:5])
+    watcher = RunsWatcher(tmp_path)
+    for _ in range(10):
+        snap = watcher.poll_run(folder.run_id)
+    assert snap.progress == pytest.approx(0.25) and snap.skipped_events == 1
+
+
+# ---------------------------------------------------------------------------- bad run folders
+def test_one_bad_status_file_hides_no_other_run(runs: Path):
+    (runs / FAILED / "status.json").write_text("[1, 2]")
+    watcher = RunsWatcher(runs)
+    snaps = by_id(watcher.poll())
+    assert list(snaps) == [INTERRUPTED, STOPPED, FAILED, FINISHED]
+    bad = snaps[FAILED]
+    assert bad.state == "unreadable" and bad.state_label == "unreadable"
+    assert bad.error == "status.json: not a JSON object" and not bad.resumable
+    assert snaps[FINISHED].state == "finished" and snaps[STOPPED].state == "stopped"
+    assert bad.progress == pytest.approx(by_id(RunsWatcher(FIXTURES).poll())[FAILED].progress)
+    shutil.copy(FIXTURES / FAILED / "status.json", runs / FAILED / "status.json")
+    assert by_id(watcher.poll())[FAILED].state == "failed"  # repaired: read again
+
+
+def test_a_malformed_event_is_skipped_and_the_watcher_moves_on(tmp_path: Path):
+    folder = empty_run(tmp_path, "20300101-000000-demo-eeee")
+    lines = events_of(FINISHED)
+    with open(folder.events_path, "w") as fh:
+        fh.write(json.dumps({"type": "run_started", "plan": [1]}) + "\n")
+        fh.write('{"type": "member_progress"}\nnull\n[1,2]\n')
+        fh.write("not json\n")
+    with open(folder.events_path, "ab") as fh:
+        fh.write(b"\xff\xfe\n")
+    watcher = RunsWatcher(tmp_path)
+    first = watcher.poll_run(folder.run_id)
+    assert first.skipped_events == 6 and first.members == ()
+    assert watcher._tracked[folder.run_id].offset == folder.events_path.stat().st_size
+    with open(folder.events_path, "a") as fh:
+        fh.writelines(lines[:5])
+    second = watcher.poll_run(folder.run_id)
+    assert second.progress == pytest.approx(0.25) and second.skipped_events == 6
+
+
+def test_a_folder_that_breaks_the_reader_shows_unreadable(runs: Path):
+    events = runs / STOPPED / "events.jsonl"
+    events.unlink()
+    events.mkdir()  # open() fails with IsADirectoryError
+    snaps = by_id(RunsWatcher(runs).poll())
+    assert len(snaps) == 4 and snaps[FINISHED].state == "finished"
+    assert snaps[STOPPED].state == "unreadable"
+    assert "IsADirectoryError" in snaps[STOPPED].error
+
+
+def test_every_reader_applies_the_same_rule(tmp_path: Path, capsys: pytest.CaptureFixture):
+    from engine.cli import main
+    from engine.runs import replay
+
+    folder = empty_run(tmp_path, "20300101-000000-demo-ffff")
+    lines = events_of(FINISHED)
+    long = json.dumps({**json.loads(lines[4]), "pad": "y" * (2 << 20)}) + "\n"
+    over = json.dumps({"type": "note", "pad": "z" * (MAX_LINE_BYTES + 1)}) + "\n"
+    folder.events_path.write_text(
+        "".join(lines[:4])
+        + long
+        + over
+        + "null\n"
+        + '{"type":"member_progress"}\n'
+        + "".join(lines[5:])
+    )
+    view = replay(folder)
+    assert view.state == "finished" and view.progress == 1.0 and view.skipped_events == 3
+    assert main(["status", folder.run_id, "--runs-dir", str(tmp_path), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["progress"], status["skipped_events"]) == (1.0, 3)
+    watcher = RunsWatcher(tmp_path)
+    for _ in range(10):
+        snap = watcher.poll_run(folder.run_id)
+    assert (snap.progress, snap.skipped_events) == (1.0, 3)
+    assert isinstance(watcher._tracked[folder.run_id].tail, EventTail)
+
+
+def test_a_live_trainer_with_an_old_heartbeat_shows_stalled(runs: Path):
+    folder = RunFolder(runs / INTERRUPTED)
+    beat = json.loads(events_of(INTERRUPTED)[-1])["ts"]
+    folder.write_status({**folder.read_status(), "pid": os.getpid(), "heartbeat": beat})
+    at = parse_ts(beat)
+    now = [at + 10.0]
+    watcher = RunsWatcher(runs, clock=lambda: now[0])
+    with folder.hold_lock():
+        os.utime(folder.lock_path, (at, at))  # the lock was taken before the last heartbeat
+        snap = watcher.poll_run(INTERRUPTED)
+        assert snap.state == "running" and snap.stalled_s is None
+        assert snap.state_label == "running" and snap.error is None
+        now[0] = at + 120.0
+        snap = watcher.poll_run(INTERRUPTED)
+        assert snap.state == "running" and snap.live and snap.pid == os.getpid()
+        assert snap.stalled_s == pytest.approx(120.0)
+        assert snap.state_label == "running (stalled 120 s)"
+        assert f"no heartbeat from trainer pid {os.getpid()} for 120 s" in snap.error
+        assert by_id(watcher.poll())[INTERRUPTED].state_label == "running (stalled 120 s)"
+    assert watcher.poll_run(INTERRUPTED).state == "interrupted"
 
 
 # ---------------------------------------------------------------------------- log tail
@@ -389,16 +503,40 @@ def test_launch_run_prepares_then_launches(
     reap_children()
 
 
-def test_stop_signals_the_trainer(runs: Path):
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+# A stand-in trainer: holds the run's lock as the real one does, notes SIGTERM and keeps the lock
+# ("checkpointing") until the test closes its stdin.
+_TRAINER = """
+import signal, sys, time
+from pathlib import Path
+from engine.runs import RunFolder
+got = []
+signal.signal(signal.SIGTERM, lambda *_: got.append(1))
+with RunFolder(Path(sys.argv[1])).hold_lock():
+    print("ready", flush=True)
+    while not got:
+        time.sleep(0.01)
+    print("terminated", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_stop_signals_the_trainer_that_holds_the_lock(runs: Path):
+    folder = RunFolder(runs / INTERRUPTED)
+    # a stale pid in status.json (here: this test's own process) must never be the one signalled
+    folder.write_status({**folder.read_status(), "pid": os.getpid()})
+    child = subprocess.Popen(
+        [sys.executable, "-c", _TRAINER, str(folder.root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        folder = RunFolder(runs / INTERRUPTED)
-        folder.write_status({**folder.read_status(), "pid": child.pid})
+        assert child.stdout.readline().strip() == "ready"
         watcher = RunsWatcher(runs)
-        with folder.hold_lock():
-            state = watcher.stop(INTERRUPTED)
-            assert state == "running"  # the lock is still held: it is checkpointing
-            assert child.wait(timeout=10) != 0  # SIGTERM
+        assert watcher.stop(INTERRUPTED) == "running"  # the lock is still held: checkpointing
+        assert child.stdout.readline().strip() == "terminated"  # it got the SIGTERM
+        child.stdin.close()
+        assert child.wait(timeout=60) == 0
         with pytest.raises(PloutosError, match="not running"):
             watcher.stop(FINISHED)
     finally:

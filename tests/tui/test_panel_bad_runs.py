@@ -1,0 +1,101 @@
+"""The panel over bad run folders and a stalled trainer (issue 10, section 3): the Jobs list keeps
+every run, the run screen says what is wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.app import App
+from textual.widgets import DataTable, Static
+
+from engine.hardware import assumed_machine
+from engine.runs import RunFolder, parse_stamp
+from ploutos_tui.runs_model import RunsWatcher
+from ploutos_tui.screens.jobs import JobsScreen
+from ploutos_tui.screens.run import RunScreen
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).parent / "fixtures" / "runs"
+FINISHED = "20261127-214826-demo-36cd"
+FAILED = "20261127-214949-demo-92b9"
+STOPPED = "20261127-215016-demo-3df3"
+INTERRUPTED = "20261127-215100-demo-7a1e"
+SLOW = 3600.0  # no second poll unless asked
+
+
+@pytest.fixture(autouse=True)
+def in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    shutil.copytree(FIXTURES, root)
+    return root
+
+
+class ScreenApp(App[None]):
+    def __init__(self, make: Callable[[], Any]) -> None:
+        super().__init__()
+        self.make = make
+
+    def on_mount(self) -> None:
+        self.push_screen(self.make())
+
+
+async def until(pilot, condition: Callable[[], Any], timeout: float = 20.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            await pilot.pause()
+            return
+        await pilot.pause(0.02)
+    raise AssertionError("timed out waiting for the screen")
+
+
+async def test_jobs_list_keeps_every_run_beside_a_bad_one(runs: Path):
+    (runs / FAILED / "status.json").write_text("[1, 2]")
+    with open(runs / STOPPED / "events.jsonl", "a") as fh:  # a malformed known event at the end
+        fh.write(json.dumps({"type": "run_started", "plan": [1]}) + "\n")
+    screen = JobsScreen(
+        RunsWatcher(runs, clock=lambda: 0.0),
+        Path("config/demo.yaml"),
+        SLOW,
+        machine=assumed_machine("cpus=16,ram=64G"),
+    )
+    app = ScreenApp(lambda: screen)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: screen.polls_rendered)
+        table = screen.query_one("#jobs", DataTable)
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        assert [r[0] for r in rows] == [INTERRUPTED, STOPPED, FAILED, FINISHED]
+        assert [r[1] for r in rows] == ["interrupted", "stopped", "unreadable", "finished"]
+        # the list goes on following the runs: a repaired status is read again
+        shutil.copy(FIXTURES / FAILED / "status.json", runs / FAILED / "status.json")
+        screen.refresh_now()
+        await until(pilot, lambda: screen.polls_rendered >= 2)
+        assert str(table.get_row_at(2)[1]) == "failed"
+
+
+async def test_run_screen_says_a_live_trainer_has_stalled(runs: Path):
+    folder = RunFolder(runs / INTERRUPTED)
+    beat = json.loads((runs / INTERRUPTED / "events.jsonl").read_text().splitlines()[-1])["ts"]
+    folder.write_status({**folder.read_status(), "pid": os.getpid(), "heartbeat": beat})
+    at = parse_stamp(beat)
+    watcher = RunsWatcher(runs, clock=lambda: at + 120.0)
+    app = ScreenApp(lambda: RunScreen(watcher, INTERRUPTED, SLOW))
+    with folder.hold_lock():  # a SIGSTOPped trainer keeps its lock
+        os.utime(folder.lock_path, (at, at))
+        async with app.run_test(size=(100, 30)) as pilot:
+            run = app.screen
+            await until(pilot, lambda: run.snapshot is not None)
+            assert run.snapshot.state_label == "running (stalled 120 s)"
+            err = run.query_one("#run-error", Static)
+            assert err.display
+            assert f"no heartbeat from trainer pid {os.getpid()} for 120 s" in str(err.render())
