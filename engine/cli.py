@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine import __version__
 from engine.errors import PloutosError
+from engine.threads import memory_hint
 
 DEFAULT_DEMO_DIR = Path("data/demo")
 BUILD_DESCRIPTION = """\
@@ -793,6 +794,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except (MemoryError, ImportError, OSError) as err:
+        # Under a small `ulimit -v`, importing pyarrow or torch fails to map its libraries: say so
+        # in one line instead of a traceback. Anything else of these kinds is a bug: re-raise.
+        hint = "" if args.debug else memory_hint(err)
+        if not hint:
+            raise
+        print(f"ploutos: error: {type(err).__name__}: out of memory{hint}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

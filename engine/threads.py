@@ -144,3 +144,20 @@ def machine_threads(proc_root: Path = Path("/proc")) -> int | None:
         return int((proc_root / "loadavg").read_text().split()[3].split("/")[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def memory_hint(err: BaseException) -> str:
+    """A clause naming the address-space limit (``ulimit -v``) when ``err`` is an allocation
+    failure and this process has such a limit, which is then almost surely the cause; else ""."""
+    text = str(err).lower()
+    out_of_memory = isinstance(err, MemoryError) or (
+        isinstance(err, (ImportError, OSError))
+        and ("failed to map segment" in text or "cannot allocate memory" in text)
+    )
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if not out_of_memory or soft == resource.RLIM_INFINITY:
+        return ""
+    return (
+        f" under the virtual memory limit `ulimit -v {soft // 1024}` ({soft / 2**30:.2f} GiB); "
+        "raise it (`ulimit -v unlimited`)"
+    )

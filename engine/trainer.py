@@ -42,6 +42,7 @@ from engine.config import PloutosConfig, load_config
 from engine.errors import PloutosError
 from engine.folds import Fold
 from engine.runs import HEARTBEAT_S, EventLog, RunFolder, RunView, utc_stamp
+from engine.threads import memory_hint
 
 log = logging.getLogger("ploutos.trainer")
 
@@ -543,25 +544,6 @@ def worker_thread_report() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- executor
-def memory_hint(err: BaseException) -> str:
-    """A clause naming the address-space limit (``ulimit -v``) when ``err`` is an allocation
-    failure and this process has such a limit, which is then almost surely the cause; else ""."""
-    import resource
-
-    text = str(err).lower()
-    out_of_memory = isinstance(err, MemoryError) or (
-        isinstance(err, (ImportError, OSError))
-        and ("failed to map segment" in text or "cannot allocate memory" in text)
-    )
-    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
-    if not out_of_memory or soft == resource.RLIM_INFINITY:
-        return ""
-    return (
-        f" under the virtual memory limit `ulimit -v {soft // 1024}` ({soft / 2**30:.2f} GiB); "
-        "raise it (`ulimit -v unlimited`)"
-    )
-
-
 def die_with_parent() -> None:
     """Ask Linux to send this process SIGTERM when its parent dies (Linux only; no-op elsewhere)."""
     try:

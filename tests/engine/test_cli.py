@@ -203,3 +203,31 @@ def test_yahoo_update_reuses_the_stored_source_and_only_extends(tmp_path, capsys
     assert after.source == "yahoo"
     assert calls and all(lo >= before.last for _, lo, _ in calls)
     assert after.tickers["AAPL"].last > before.last
+
+
+def test_a_too_small_ulimit_v_is_one_line_naming_the_limit(tmp_path):
+    import resource
+    from pathlib import Path
+
+    limit = (
+        250_000 * 1024
+    )  # bytes: the interpreter starts, pandas/pyarrow cannot map their libraries
+
+    def small_address_space() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "features", "build", "--config", "config/demo.yaml"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=small_address_space,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    # (pyarrow's jemalloc may print its own complaint first; ours is the last line)
+    assert proc.stderr.strip().splitlines()[-1:] == [
+        "ploutos: error: MemoryError: out of memory under the virtual memory limit "
+        "`ulimit -v 250000` (0.24 GiB); raise it (`ulimit -v unlimited`)"
+    ]
