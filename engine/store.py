@@ -217,6 +217,13 @@ def load_series(
     return _parse_parquet(data, path), digest
 
 
+_RESOURCE_FAILURE = re.compile(
+    r"Resource temporarily unavailable|Cannot allocate memory|Failed to launch worker thread|"
+    r"failed to allocate|out of memory",
+    re.IGNORECASE,
+)
+
+
 def _parse_parquet(data: bytes, path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_parquet(io.BytesIO(data), engine="pyarrow")
@@ -224,6 +231,11 @@ def _parse_parquet(data: bytes, path: Path) -> pd.DataFrame:
     # ArrowNotImplementedError, and truncated pages as OSError; any of them means the same here.
     except (pa.ArrowException, OSError, ValueError, TypeError, KeyError, IndexError) as err:
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        if _RESOURCE_FAILURE.search(detail):
+            # The machine, not the file: pyarrow could not start a reader thread or allocate
+            # (a small `ulimit -v`, the thread limit). Calling the file damaged would send the
+            # user off to rebuild a good dataset.
+            raise MemoryError(f"{path}: pyarrow could not read it: {detail}") from err
         raise DataError(
             f"{path}: not a readable Parquet file ({detail}); rebuild the dataset or run "
             "`ploutos dataset check` on it"

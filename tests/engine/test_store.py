@@ -128,3 +128,21 @@ def test_garbage_or_truncated_parquet_is_a_one_line_error_naming_the_file(tmp_pa
     with pytest.raises(DataError, match=r"AAA\.parquet: not a readable Parquet file") as err:
         store.read_series(tmp_path, "AAA")
     assert "\n" not in str(err.value)
+
+
+def test_a_reader_thread_that_cannot_start_is_a_memory_error_not_a_damaged_file(
+    tmp_path, monkeypatch
+):
+    import pyarrow as pa
+
+    _two_tickers(tmp_path)
+
+    def no_threads(*_args, **_kwargs):
+        raise pa.ArrowException(
+            "Unknown error: Failed to launch worker thread: Resource temporarily unavailable"
+        )
+
+    monkeypatch.setattr(pd, "read_parquet", no_threads)
+    # A good file under a small `ulimit -v`: telling the user to rebuild it would be wrong.
+    with pytest.raises(MemoryError, match=r"AAA\.parquet: pyarrow could not read it"):
+        store.read_series(tmp_path, "AAA")

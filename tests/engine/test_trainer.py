@@ -360,6 +360,11 @@ def test_a_too_small_memory_limit_fails_the_run_naming_the_limit(demo_config, tm
     # Enough for the trainer (pandas, the feature cache: well under half of it), too little for
     # the forkserver that loads torch and stable-baselines3 for the workers.
     limit_kib = _preload_address_space_kib() * 2 // 3
+    # The feature cache is built beforehand, as `ploutos features build` would: building it under
+    # the limit fails earlier (pyarrow cannot start its reader threads), in the one-line CLI error
+    # tests/engine/test_cli.py pins; this test is about the workers' forkserver dying.
+    built = ploutos("features", "build", "--config", str(config))
+    assert built.returncode == 0, built.stderr
 
     def limit_memory() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit_kib * 1024, limit_kib * 1024))
