@@ -9,20 +9,25 @@ never stops them; starting the panel again re-attaches to every run in the runs 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
+from textual import on
 from textual.app import App, ComposeResult
+from textual.await_complete import AwaitComplete
 from textual.binding import Binding
-from textual.command import Hit, Hits, Provider
+from textual.command import CommandPalette, Hit, Hits, Provider
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.css.query import NoMatches
+from textual.message import Message
+from textual.widgets import Button, Input, OptionList, Static
 
 from engine import __version__
+from ploutos_tui.screens.modal import PanelModal
 
 # Written (UNIX time of the first frame that shows a hardware sample) when set: `ploutos bench
 # tui` measures the time to the first full frame with it.
@@ -44,7 +49,7 @@ HELP_KEYS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(PanelModal[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
@@ -72,6 +77,45 @@ class HelpScreen(ModalScreen[None]):
 
     def action_dismiss(self) -> None:
         self.dismiss(None)
+
+
+class PanelPalette(CommandPalette):
+    """Textual's command palette, hardened against keys that arrive while it closes.
+
+    Enter, Enter in one burst posts two selections; the palette handles the second after the
+    first has already popped it, and that second dismiss pops the screen below (or raises
+    ``ScreenStackError`` on the mode's last screen) and runs the command twice. Once the palette
+    is no longer on top, it ignores selections and does not pop anything. Page keys pressed
+    before its list is laid out do nothing instead of raising.
+    """
+
+    @on(Input.Submitted)
+    @on(Button.Pressed)
+    @on(OptionList.OptionSelected)
+    def _ignore_once_closed(self, event: Input.Submitted) -> None:
+        if not self.is_active:
+            event.prevent_default()  # the palette's own handlers (base class) do not run
+            event.stop()
+
+    def dismiss(self, result: object = None) -> AwaitComplete:
+        if not self.is_active:
+            return AwaitComplete.nothing()
+        return super().dismiss(result)
+
+    async def _on_message(self, message: Message) -> None:
+        try:
+            await super()._on_message(message)
+        except NoMatches:
+            # Popped but not yet removed: a timer or key still queued for it looks up a result
+            # list that is already gone. Nothing is left to update; only an open palette raises.
+            if self.is_active:
+                raise
+
+    def _action_command_list(self, action: str) -> None:
+        # A page key before the result list is laid out raises KeyError inside OptionList
+        # (Textual 8); there is nothing to move yet.
+        with contextlib.suppress(KeyError):
+            super()._action_command_list(action)
 
 
 class PloutosCommands(Provider):
@@ -183,12 +227,30 @@ class PloutosApp(App[None]):
 
         self.push_screen(RunScreen(self.watcher, run_id, interval_s=self.interval_s))
 
+    def action_command_palette(self) -> None:
+        if self.use_command_palette and not CommandPalette.is_open(self):
+            self.push_screen(PanelPalette(id="--command-palette"))
+
+    def search_themes(self) -> None:
+        # The palette's "Change theme" entry opens a second palette: the hardened one too.
+        from textual.theme import ThemeProvider
+
+        self.push_screen(PanelPalette(providers=[ThemeProvider], placeholder="Search for themes…"))
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
     def action_new_job(self) -> None:
+        from ploutos_tui.screens.jobs import JobsScreen
+
         self.switch_mode("jobs")
-        self.call_after_refresh(lambda: self.screen.run_action("new_job"))
+
+        def open_form() -> None:
+            # Only from the jobs list itself: a form or a run already open on top stays as it is.
+            if isinstance(self.screen, JobsScreen):
+                self.screen.action_new_job()
+
+        self.call_after_refresh(open_form)
 
 
 def build_parser() -> argparse.ArgumentParser:

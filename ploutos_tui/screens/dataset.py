@@ -7,6 +7,7 @@ finished chunk, as `ploutos dataset build` does).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, ProgressBar, Static
+from textual.worker import Worker, WorkerState
+
+from ploutos_tui.screens.modal import PanelModal
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,27 @@ def summarize_dataset(root: Path, check: bool = True) -> DatasetSummary:
     return DatasetSummary(root, True, header, tuple(rows), verdict)
 
 
-class AlpacaBuildScreen(ModalScreen[dict[str, str] | None]):
+def failure_line(action: str, err: BaseException, then: str) -> str:
+    """One line for an error a dataset worker did not expect (not a PloutosError): what failed,
+    why (``OSError``: its message and file, e.g. a full disk), and ``then``, what to do next.
+
+    The Alpaca keys of the environment never appear in it, whatever the exception says.
+    """
+    if isinstance(err, OSError) and err.strerror:
+        why = err.strerror + (f" ({err.filename})" if err.filename else "")
+    else:
+        why = f"{type(err).__name__}: {err}"
+    text = " ".join(f"error: {action} failed: {why}; {then}".split())
+    from engine.sources import alpaca
+
+    for name in (alpaca.ENV_KEY_ID, alpaca.ENV_SECRET_KEY):
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+class AlpacaBuildScreen(PanelModal[dict[str, str] | None]):
     """Tickers, start date and feed for an Alpaca build (keys come from the environment)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
@@ -180,13 +204,41 @@ class DatasetScreen(Screen[None]):
         self.query_one("#dataset-verdict", Static).update("checking ...")
         self._load()
 
-    @work(thread=True, exclusive=True, group="dataset-read")
+    @work(thread=True, exclusive=True, group="dataset-read", exit_on_error=False)
     def _load(self) -> None:
-        summary = self.summarize(self.root)
+        try:
+            summary = self.summarize(self.root)
+        except Exception as err:  # a file pandas or the check cannot take: say so, stay up
+            summary = self._unreadable(err)
         self.app.call_from_thread(self._show, summary)
+
+    def _unreadable(self, err: BaseException) -> DatasetSummary:
+        return DatasetSummary(
+            self.root,
+            True,
+            str(self.root),
+            (),
+            "",
+            error=failure_line(
+                f"reading {self.root}", err, "fix or rebuild the dataset, then press c"
+            ),
+        )
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The last line of defence: a worker that raised anyway (even while reporting) ends as
+        a message on screen, never as the panel's exit."""
+        if event.state != WorkerState.ERROR or event.worker.error is None:
+            return
+        err = event.worker.error
+        if event.worker.group == "dataset-read":
+            self._show(self._unreadable(err))
+        elif event.worker.group == "dataset-build":
+            self._build_done(failure_line(f"the build into {self.root}", err, "try again"))
 
     def _show(self, summary: DatasetSummary) -> None:
         self.summary = summary
+        if summary.error and summary.error.startswith("error:"):
+            self.notify(summary.error, severity="error", timeout=10)
         self.query_one("#dataset-header", Static).update(summary.header)
         self.query_one("#dataset-verdict", Static).update(summary.error or summary.verdict)
         table = self.query_one("#dataset-table", DataTable)
@@ -204,7 +256,7 @@ class DatasetScreen(Screen[None]):
         self._message(f"writing the demo dataset into {self.root} ...")
         self._build_demo()
 
-    @work(thread=True, exclusive=True, group="dataset-build")
+    @work(thread=True, exclusive=True, group="dataset-build", exit_on_error=False)
     def _build_demo(self) -> None:
         from engine.demo import write_demo
         from engine.errors import PloutosError
@@ -216,12 +268,18 @@ class DatasetScreen(Screen[None]):
             )
         except PloutosError as err:
             text = f"error: {err}"
+        except Exception as err:  # e.g. a full disk: a message, not the panel's exit
+            text = failure_line(
+                f"writing the demo dataset into {self.root}", err, "fix it, then press b again"
+            )
         self.app.call_from_thread(self._build_done, text)
 
     def _build_done(self, text: str) -> None:
         self.building = False
         self.query_one("#dataset-progress").display = False
         self._message(text)
+        if text.startswith("error:"):
+            self.notify(text, severity="error", timeout=10)
         self.action_refresh()
 
     def action_build_alpaca(self) -> None:
@@ -240,7 +298,7 @@ class DatasetScreen(Screen[None]):
 
         self.app.push_screen(AlpacaBuildScreen(self.root), start)
 
-    @work(thread=True, exclusive=True, group="dataset-build")
+    @work(thread=True, exclusive=True, group="dataset-build", exit_on_error=False)
     def _build_alpaca(self, form: dict[str, Any]) -> None:
         from engine.builder import build_alpaca
         from engine.errors import PloutosError
@@ -263,6 +321,12 @@ class DatasetScreen(Screen[None]):
             text = f"Alpaca build done: {len(manifest.tickers)} tickers"
         except PloutosError as err:
             text = f"error: {err}"
+        except Exception as err:  # e.g. a full disk: a message, not the panel's exit
+            text = failure_line(
+                f"the Alpaca build into {self.root}",
+                err,
+                "fix it, then press a again (the build resumes)",
+            )
         self.app.call_from_thread(self._build_done, text)
 
     def _progress(self, done: int, total: int, text: str) -> None:

@@ -17,7 +17,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -27,6 +27,7 @@ from ploutos_tui.runs_model import (
     ensure_subprocess_ready,
     format_duration,
 )
+from ploutos_tui.screens.modal import PanelModal
 from ploutos_tui.screens.run import LogScreen, RunScreen, state_text
 
 DEFAULT_CONFIG = Path("config/demo.yaml")
@@ -39,7 +40,7 @@ def one_line(err: BaseException | str) -> str:
 
 
 # ============================================================================ launch form
-class LaunchScreen(ModalScreen[str | None]):
+class LaunchScreen(PanelModal[str | None]):
     """New training job. Dismisses with the new run id, or None when cancelled.
 
     Empty fields mean "what the config says"; the config's values are shown as placeholders once
@@ -340,7 +341,8 @@ COLUMNS: tuple[tuple[str, str, bool, int | None], ...] = (
 def job_cells(snap: RunSnapshot) -> tuple[Any, ...]:
     return (
         snap.run_id,
-        state_text(snap.state),
+        # the column is narrow: "stalled" here, its age on the run screen
+        state_text("stalled" if snap.stalled_s is not None else snap.state),
         Text(f"{snap.progress * 100:.1f}%", justify="right"),
         Text(format_duration(snap.elapsed_s), justify="right"),
         Text(format_duration(snap.eta_s) if snap.live else "—", justify="right"),

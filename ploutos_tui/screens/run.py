@@ -13,11 +13,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Log, ProgressBar, Sparkline, Static
 from textual.worker import Worker, WorkerState
 
 from ploutos_tui.runs_model import MemberRow, RunSnapshot, RunsWatcher, format_duration
+from ploutos_tui.screens.modal import PanelModal
 from ploutos_tui.widgets.histogram import Histogram
 
 STATE_STYLES = {
@@ -29,13 +30,18 @@ STATE_STYLES = {
     "failed": "bold red",
     "interrupted": "bold magenta",
     "pending": "dim",
+    "unreadable": "bold red",
 }
 
 _PROGRESS_STEPS = 1000
 
 
 def state_text(state: str) -> Text:
-    return Text(state, style=STATE_STYLES.get(state, ""))
+    """A state (or a label such as ``running (stalled 120 s)``) styled by its first word; a stalled
+    trainer is flagged in the warning colour whatever its state."""
+    head = state.split(" ", 1)[0]
+    style = "bold yellow" if "stalled" in state else STATE_STYLES.get(head, "")
+    return Text(state, style=style)
 
 
 def pct(value: Any, signed: bool = True) -> str:
@@ -72,7 +78,7 @@ def member_cells(m: MemberRow) -> tuple[Any, ...]:
     )
 
 
-class LogScreen(ModalScreen[None]):
+class LogScreen(PanelModal[None]):
     """The last lines of a run's ``logs/train.log`` (read from the end of the file)."""
 
     DEFAULT_CSS = """
@@ -279,7 +285,7 @@ class RunScreen(Screen[None]):
             ("Run ", "bold"),
             (snap.run_id, "bold"),
             "  ",
-            state_text(snap.state),
+            state_text(snap.state_label),
         )
         if snap.pid:
             head.append(f"  pid {snap.pid}", style="dim")
@@ -311,7 +317,7 @@ class RunScreen(Screen[None]):
         if keys == self._members_keys:
             for key, m in zip(keys, snap.members, strict=True):
                 for col, cell in zip(columns, member_cells(m), strict=True):
-                    table.update_cell(key, col, cell)
+                    table.update_cell(key, col, cell, update_width=True)
             return
         cursor = table.cursor_row
         table.clear()

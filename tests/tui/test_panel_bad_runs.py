@@ -99,3 +99,14 @@ async def test_run_screen_says_a_live_trainer_has_stalled(runs: Path):
             err = run.query_one("#run-error", Static)
             assert err.display
             assert f"no heartbeat from trainer pid {os.getpid()} for 120 s" in str(err.render())
+        jobs = JobsScreen(
+            watcher,
+            Path("config/demo.yaml"),
+            SLOW,
+            machine=assumed_machine("cpus=16,ram=64G"),
+        )
+        async with ScreenApp(lambda: jobs).run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: jobs.polls_rendered)
+            table = jobs.query_one("#jobs", DataTable)
+            states = {str(table.get_row_at(i)[0]): str(table.get_row_at(i)[1]) for i in range(4)}
+            assert states[INTERRUPTED] == "stalled"
