@@ -15,7 +15,7 @@ from pathlib import Path
 
 from engine import __version__
 from engine.errors import PloutosError
-from engine.threads import memory_hint
+from engine.system.threads import memory_hint
 
 DEFAULT_DEMO_DIR = Path("data/demo")
 BUILD_DESCRIPTION = """\
@@ -36,11 +36,11 @@ Example: ploutos dataset build --config config/training_config_v8.yaml
 
 
 def _dataset_demo(args: argparse.Namespace) -> int:
-    from engine.demo import write_demo
+    from engine.data.demo import write_demo
 
     kwargs = {}
     if args.tickers:
-        from engine.store import parse_symbols
+        from engine.data.store import parse_symbols
 
         kwargs["tickers"] = tuple(parse_symbols(args.tickers))
     for key in ("start", "end", "seed"):
@@ -56,7 +56,7 @@ def _dataset_demo(args: argparse.Namespace) -> int:
 
 
 def _dataset_check(args: argparse.Namespace) -> int:
-    from engine.check import check_dataset
+    from engine.data.check import check_dataset
 
     report = check_dataset(args.dir, max_missing_regular_pct=args.max_missing_pct)
     print(report.format_text())
@@ -65,7 +65,7 @@ def _dataset_check(args: argparse.Namespace) -> int:
 
 def _dataset_build(args: argparse.Namespace) -> int:
     from engine.config import load_config
-    from engine.store import parse_symbols
+    from engine.data.store import parse_symbols
     from engine.timeutil import parse_utc
 
     cfg = load_config(args.config) if args.config else None
@@ -87,7 +87,7 @@ def _dataset_build(args: argparse.Namespace) -> int:
         raise PloutosError("no output folder: pass --out data/dataset_v8/")
     stored = None
     if args.update:
-        from engine.store import load_manifest
+        from engine.data.store import load_manifest
 
         stored = load_manifest(out)  # an update of nothing is an error naming the folder
     source = args.source or (stored.source if stored else None)
@@ -102,10 +102,10 @@ def _dataset_build(args: argparse.Namespace) -> int:
     start_ts = parse_utc(start) if start else None
     end_ts = parse_utc(end) if end else None
 
-    from engine.sources import yahoo
+    from engine.data.sources import yahoo
 
     if source == "yahoo":
-        from engine.builder import build_yahoo
+        from engine.data.builder import build_yahoo
 
         manifest = build_yahoo(
             out,
@@ -118,7 +118,7 @@ def _dataset_build(args: argparse.Namespace) -> int:
             progress=_print_progress,
         )
     elif source == "alpaca":
-        from engine.builder import build_alpaca
+        from engine.data.builder import build_alpaca
 
         manifest = build_alpaca(
             out,
@@ -148,7 +148,7 @@ def _print_progress(event: object) -> None:
 
 
 def _dataset_import(args: argparse.Namespace) -> int:
-    from engine.csvio import import_csv
+    from engine.data.csvio import import_csv
 
     manifest = import_csv(args.files, args.out, tz=args.tz, symbol=args.symbol)
     print(
@@ -158,7 +158,7 @@ def _dataset_import(args: argparse.Namespace) -> int:
 
 
 def _dataset_export(args: argparse.Namespace) -> int:
-    from engine.csvio import export_csv
+    from engine.data.csvio import export_csv
 
     written = export_csv(args.dir, args.out)
     print(f"wrote {len(written)} CSV file(s) under {args.out}")
@@ -166,7 +166,7 @@ def _dataset_export(args: argparse.Namespace) -> int:
 
 
 def _dataset_info(args: argparse.Namespace) -> int:
-    from engine.store import load_manifest
+    from engine.data.store import load_manifest
 
     manifest = load_manifest(args.dir)
     print(manifest.model_dump_json(indent=2))
@@ -184,7 +184,7 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _threads(args: argparse.Namespace) -> int:
-    from engine import threads
+    from engine.system import threads
 
     if args.shell:
         print(threads.shell_exports(args.n))
@@ -210,7 +210,7 @@ def _features_build(args: argparse.Namespace) -> int:
     import time
 
     from engine.config import load_config
-    from engine.features import describe_drops, load_or_build_features
+    from engine.features.compute import describe_drops, load_or_build_features
 
     cfg = load_config(args.config)
     started = time.perf_counter()
@@ -228,9 +228,9 @@ def _features_build(args: argparse.Namespace) -> int:
 
 def _bench_env(args: argparse.Namespace) -> int:
     """Features (ours cold/warm vs ta) and env throughput over the real memory-mapped features."""
-    from engine.bench_env import bench_env_steps
-    from engine.bench_features import bench_features
-    from engine.features import load_or_build_features
+    from engine.bench.env import bench_env_steps
+    from engine.bench.features import bench_features
+    from engine.features.compute import load_or_build_features
 
     result: dict[str, object] = {"dataset": str(args.dir)}
     psar_tickers = 10**6 if args.ta_psar_all else 1
@@ -254,7 +254,7 @@ def _sanitize_threads() -> None:
     """
     import os
 
-    from engine.threads import pool_settings
+    from engine.system.threads import pool_settings
 
     os.environ.update(pool_settings(1))
     if "numpy" in sys.modules:
@@ -270,9 +270,9 @@ def _echo(line: str) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from engine.features import load_or_build_features
-    from engine.hardware import format_plan
-    from engine.trainer import observation_size, plan_for, resolved_config
+    from engine.features.compute import load_or_build_features
+    from engine.train.orchestrator import observation_size, plan_for, resolved_config
+    from engine.train.plan import format_plan
 
     cfg = resolved_config(args.config, ensemble=args.ensemble)
     obs_size = args.obs_size
@@ -281,7 +281,7 @@ def _plan(args: argparse.Namespace) -> int:
         obs_size = observation_size(cfg, fs.features.shape)
     machine = None
     if args.assume:
-        from engine.hardware import assumed_machine
+        from engine.train.plan import assumed_machine
 
         machine = assumed_machine(args.assume)
     plan = plan_for(
@@ -295,9 +295,9 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _folds(args: argparse.Namespace) -> int:
-    from engine.features import load_or_build_features
-    from engine.folds import format_folds, walk_forward_folds
-    from engine.trainer import resolved_config
+    from engine.features.compute import load_or_build_features
+    from engine.train.folds import format_folds, walk_forward_folds
+    from engine.train.orchestrator import resolved_config
 
     cfg = resolved_config(args.config)
     fs = load_or_build_features(cfg.dataset_path, cfg.features)
@@ -310,7 +310,7 @@ def _folds(args: argparse.Namespace) -> int:
 
 
 def _detach(folder) -> int:
-    from engine.jobs import start_detached
+    from engine.runs.jobs import start_detached
 
     proc = start_detached(folder)
     print(f"{folder.root}  (trainer pid {proc.pid}, log {folder.log_path})")
@@ -319,7 +319,7 @@ def _detach(folder) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     _sanitize_threads()
-    from engine.trainer import prepare_run, run_training
+    from engine.train.orchestrator import prepare_run, run_training
 
     folder = prepare_run(
         args.config,
@@ -341,8 +341,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     _sanitize_threads()
-    from engine.runs import resolve_run
-    from engine.trainer import run_training
+    from engine.runs.folder import resolve_run
+    from engine.train.orchestrator import run_training
 
     folder = resolve_run(args.run, args.runs_dir)
     state = folder.state()
@@ -357,8 +357,8 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from engine.jobs import stop_run
-    from engine.runs import resolve_run
+    from engine.runs.folder import resolve_run
+    from engine.runs.jobs import stop_run
 
     folder = resolve_run(args.run, args.runs_dir)
     state = stop_run(folder, wait_s=args.wait)
@@ -400,7 +400,7 @@ def _number(value: object, spec: str) -> str:
 
 @_pipe_safe
 def _runs(args: argparse.Namespace) -> int:
-    from engine.runs import list_runs
+    from engine.runs.folder import list_runs
 
     rows = []
     for folder in list_runs(args.runs_dir):
@@ -438,7 +438,7 @@ def _runs(args: argparse.Namespace) -> int:
 
 @_pipe_safe
 def _status(args: argparse.Namespace) -> int:
-    from engine.runs import replay, resolve_run
+    from engine.runs.folder import replay, resolve_run
 
     folder = resolve_run(args.run, args.runs_dir)
     view = replay(folder)
@@ -489,7 +489,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _bench_train(args: argparse.Namespace) -> int:
-    from engine.bench_train import bench_train
+    from engine.bench.train import bench_train
 
     result = bench_train(n_envs=args.n_envs, repeats=args.repeats)
     print(json.dumps(result, indent=None if args.json else 2, default=str))
@@ -506,7 +506,7 @@ def _bench_tui(args: argparse.Namespace) -> int:
 
 
 def _bench_executor(args: argparse.Namespace) -> int:
-    from engine.bench_executor import bench_executor
+    from engine.bench.executor import bench_executor
 
     result = bench_executor(args.config, nodes=args.nodes)
     print(json.dumps(result, indent=None if args.json else 2, default=str))
@@ -514,7 +514,7 @@ def _bench_executor(args: argparse.Namespace) -> int:
 
 
 def _bench_montecarlo(args: argparse.Namespace) -> int:
-    from engine.bench_montecarlo import bench_montecarlo
+    from engine.bench.montecarlo import bench_montecarlo
 
     result = bench_montecarlo(simulations=args.simulations, naive_simulations=args.naive)
     print(json.dumps(result, indent=None if args.json else 2, default=str))

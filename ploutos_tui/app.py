@@ -177,7 +177,7 @@ class PloutosApp(App[None]):
         start_screen: str = "hardware",
     ) -> None:
         super().__init__()
-        from engine.runs import default_runs_root
+        from engine.runs.folder import default_runs_root
         from ploutos_tui.runs_model import RunsWatcher
 
         self.config = Path(config)

@@ -2,13 +2,13 @@
 
 :class:`RunsWatcher` follows every run folder under a runs root. Each :meth:`RunsWatcher.poll`
 rescans the root (new runs appear), tails each run's ``events.jsonl`` with the engine's one
-reader (:class:`engine.runs.EventTail`: only what was appended since the last poll is read, at
-most ``max_read_bytes`` per run per poll) into an :class:`engine.runs.RunView`, and returns
+reader (:class:`engine.runs.folder.EventTail`: only what was appended since the last poll is read, at
+most ``max_read_bytes`` per run per poll) into an :class:`engine.runs.folder.RunView`, and returns
 immutable :class:`RunSnapshot` copies the UI thread can keep. A run folder that cannot be read
 shows as ``unreadable`` with its reason; the others are listed as usual. ``poll`` does file I/O
 and is meant to run in a worker thread; this module imports nothing from Textual.
 
-Jobs are started, stopped and resumed through the engine (:mod:`engine.jobs`): a launched trainer
+Jobs are started, stopped and resumed through the engine (:mod:`engine.runs.jobs`): a launched trainer
 runs in its own session and outlives the panel. The panel keeps the ``Popen`` objects only to
 reap children that end while it is open (no zombies).
 """
@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.errors import PloutosError
-from engine.runs import (
+from engine.runs.folder import (
     LIVE_STATES,
     RESUMABLE,
     EventTail,
@@ -222,8 +222,8 @@ def launch_run(
 ) -> RunFolder:
     """Validate and create the run folder (``prepare_run``: seconds), then start its trainer
     detached. Blocking: call it from a worker thread. Raises ``PloutosError`` for bad input."""
-    from engine.jobs import start_detached
-    from engine.trainer import prepare_run
+    from engine.runs.jobs import start_detached
+    from engine.train.orchestrator import prepare_run
 
     ensure_subprocess_ready()
     folder = prepare_run(
@@ -242,7 +242,7 @@ def _folder(run: str | os.PathLike[str] | RunFolder | RunSnapshot, runs_root: Pa
         return run
     if isinstance(run, RunSnapshot):
         return RunFolder(run.path)
-    from engine.runs import resolve_run
+    from engine.runs.folder import resolve_run
 
     return resolve_run(run, runs_root)
 
@@ -251,7 +251,7 @@ def stop(
     run: str | os.PathLike[str] | RunFolder | RunSnapshot, runs_root: Path | None = None
 ) -> str:
     """Ask the run's trainer to stop (SIGTERM, members checkpoint); returns the state seen now."""
-    from engine.jobs import stop_run
+    from engine.runs.jobs import stop_run
 
     return stop_run(_folder(run, runs_root), wait_s=0.0)
 
@@ -260,7 +260,7 @@ def resume(
     run: str | os.PathLike[str] | RunFolder | RunSnapshot, runs_root: Path | None = None
 ) -> RunFolder:
     """Start a detached trainer that continues a stopped, failed or interrupted run."""
-    from engine.jobs import start_detached
+    from engine.runs.jobs import start_detached
 
     folder = _folder(run, runs_root)
     state = folder.state()
@@ -642,6 +642,6 @@ class RunsWatcher:
         candidate = self.runs_root / run_id
         if candidate.is_dir():
             return RunFolder(candidate)
-        from engine.runs import resolve_run
+        from engine.runs.folder import resolve_run
 
         return resolve_run(run_id, self.runs_root)

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from engine.threads import (
+from engine.system.threads import (
     THREAD_VARS,
     cgroup_cpu_quota,
     cgroup_memory_limit,

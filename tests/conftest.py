@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory) -> Path:
     """The demo generator's tickers and macro series, 2021-2024 (4 years: two 2-year folds)."""
-    from engine.demo import write_demo
+    from engine.data.demo import write_demo
 
     out = tmp_path_factory.mktemp("demo") / "data"
     write_demo(out, start="2021-01-01", end="2024-12-31")

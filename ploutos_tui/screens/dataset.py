@@ -38,8 +38,8 @@ class DatasetSummary:
 
 def summarize_dataset(root: Path, check: bool = True) -> DatasetSummary:
     """Manifest + check of ``root`` (blocking: call it from a worker thread)."""
+    from engine.data.store import Dataset
     from engine.errors import PloutosError
-    from engine.store import Dataset
 
     if not (root / "manifest.json").exists():
         return DatasetSummary(
@@ -49,7 +49,7 @@ def summarize_dataset(root: Path, check: bool = True) -> DatasetSummary:
         manifest = Dataset(root).manifest
         report = None
         if check:
-            from engine.check import check_dataset
+            from engine.data.check import check_dataset
 
             report = check_dataset(root)
     except PloutosError as err:
@@ -107,7 +107,7 @@ def failure_line(action: str, err: BaseException, then: str) -> str:
     else:
         why = f"{type(err).__name__}: {err}"
     text = " ".join(f"error: {action} failed: {why}; {then}".split())
-    from engine.sources import alpaca
+    from engine.data.sources import alpaca
 
     for name in (alpaca.ENV_KEY_ID, alpaca.ENV_SECRET_KEY):
         secret = os.environ.get(name)
@@ -258,7 +258,7 @@ class DatasetScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="dataset-build", exit_on_error=False)
     def _build_demo(self) -> None:
-        from engine.demo import write_demo
+        from engine.data.demo import write_demo
         from engine.errors import PloutosError
 
         try:
@@ -300,9 +300,9 @@ class DatasetScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="dataset-build", exit_on_error=False)
     def _build_alpaca(self, form: dict[str, Any]) -> None:
-        from engine.builder import build_alpaca
+        from engine.data.builder import build_alpaca
+        from engine.data.store import parse_symbols
         from engine.errors import PloutosError
-        from engine.store import parse_symbols
 
         def progress(step: Any) -> None:
             self.app.call_from_thread(self._progress, step.done, step.total, str(step))

@@ -44,7 +44,7 @@ class LaunchScreen(PanelModal[str | None]):
     """New training job. Dismisses with the new run id, or None when cancelled.
 
     Empty fields mean "what the config says"; the config's values are shown as placeholders once
-    it has been read. ``machine`` (an ``engine.hardware.MachineInfo``) replaces the probe of this
+    it has been read. ``machine`` (an ``engine.train.plan.MachineInfo``) replaces the probe of this
     machine, for tests.
     """
 
@@ -128,7 +128,7 @@ class LaunchScreen(PanelModal[str | None]):
 
     @staticmethod
     def _profiles() -> tuple[list[str], str]:
-        from engine.hardware import load_hardware_profiles
+        from engine.train.plan import load_hardware_profiles
 
         try:
             return list(load_hardware_profiles()), ""
@@ -214,8 +214,8 @@ class LaunchScreen(PanelModal[str | None]):
         algorithm: str | None,
         width: int,
     ) -> dict[str, Any]:
-        from engine.hardware import format_plan, probe_machine
-        from engine.trainer import plan_for, resolved_config
+        from engine.train.orchestrator import plan_for, resolved_config
+        from engine.train.plan import format_plan, probe_machine
 
         if not Path(config_path).is_file():
             return {"error": f"{config_path}: no such config file"}
@@ -245,13 +245,13 @@ class LaunchScreen(PanelModal[str | None]):
     def _observation_size(self, cfg: Any) -> int | None:
         """The policy's input size from the dataset's feature cache (built on first use, like
         ``ploutos plan``); None while the dataset does not exist yet."""
-        from engine.trainer import observation_size
+        from engine.train.orchestrator import observation_size
 
         key = f"{cfg.dataset_path}|{cfg.features.model_dump_json()}|{cfg.env.lookback}"
         if key not in self._obs_cache:
             obs = None
             if (Path(cfg.dataset_path) / "manifest.json").exists():
-                from engine.features import load_or_build_features
+                from engine.features.compute import load_or_build_features
 
                 ensure_subprocess_ready()  # a feature build may start a process pool
                 fs = load_or_build_features(cfg.dataset_path, cfg.features)

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import builder
+from engine.data import builder
+from engine.data.sources import alpaca
+from engine.data.store import Dataset, load_manifest, read_series
 from engine.errors import DataError, SourceError
-from engine.sources import alpaca
-from engine.store import Dataset, load_manifest, read_series
 from tests.engine.alpaca_server import (
     KEY_ID,
     SECRET,
@@ -474,8 +474,8 @@ def test_server_failure_mid_build_then_resume(fake, keys, sleeps, tmp_path):
 CHILD = textwrap.dedent(
     """
     import sys
-    from engine import builder
-    from engine.sources import alpaca
+    from engine.data import builder
+    from engine.data.sources import alpaca
 
     url, out = sys.argv[1], sys.argv[2]
     policy = alpaca.RetryPolicy(max_attempts=3, backoff_s=0.01)

@@ -7,10 +7,10 @@ import argparse
 
 import pytest
 
-from engine import builder
 from engine.cli import build_parser, main
+from engine.data import builder
+from engine.data.sources import alpaca
 from engine.errors import SourceError
-from engine.sources import alpaca
 from tests.engine.alpaca_server import KEY_ID, SECRET, FakeAlpaca
 
 BOTH = (alpaca.ENV_KEY_ID, alpaca.ENV_SECRET_KEY)

@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-from engine.bench_train import LAYOUTS, START_METHOD, _pool_environ, bench_train
+from engine.bench.train import LAYOUTS, START_METHOD, _pool_environ, bench_train
 from engine.errors import ConfigError
-from engine.threads import THREAD_VARS
+from engine.system.threads import THREAD_VARS
 
 TINY = {
     "n_envs": 2,

@@ -1,4 +1,4 @@
-"""engine.calendar against known NYSE facts (holidays, early closes, DST) and a slow reference."""
+"""engine.data.calendar against known NYSE facts (holidays, early closes, DST) and a slow reference."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import calendar
+from engine.data import calendar
 from engine.errors import DataError
 
 NY = "America/New_York"

@@ -1,4 +1,4 @@
-"""engine.check: a clean demo passes, and each defect planted in a copy of it is reported."""
+"""engine.data.check: a clean demo passes, and each defect planted in a copy of it is reported."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import demo, store
-from engine.check import CheckReport, Finding, check_dataset
+from engine.data import demo, store
+from engine.data.check import CheckReport, Finding, check_dataset
 from engine.errors import DataError
 
 START, END = "2024-11-01", "2024-12-31"
@@ -292,7 +292,7 @@ def test_missing_column(clean: Path, tmp_path: Path) -> None:
 
 
 def _regular_rows(b: pd.DataFrame) -> np.ndarray:
-    from engine import calendar
+    from engine.data import calendar
 
     return np.flatnonzero(calendar.classify_bars(b.index) == calendar.REGULAR)
 

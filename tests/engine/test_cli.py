@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from engine import store
 from engine.cli import main
+from engine.data import store
 
 
 def _one_line_error(capsys) -> str:
@@ -118,7 +118,7 @@ def test_build_then_update_from_the_command_line_against_a_loopback_alpaca(
     tmp_path, capsys, monkeypatch
 ):
     """`--update` alone takes tickers, feed and adjustment from the manifest and fetches only new bars."""
-    from engine.sources import alpaca
+    from engine.data.sources import alpaca
     from tests.engine.alpaca_server import KEY_ID, SECRET, FakeAlpaca
 
     monkeypatch.setenv(alpaca.ENV_KEY_ID, KEY_ID)
@@ -160,7 +160,7 @@ def test_yahoo_update_reuses_the_stored_source_and_only_extends(tmp_path, capsys
     import numpy as np
     import pandas as pd
 
-    from engine.sources import yahoo
+    from engine.data.sources import yahoo
 
     calls = []
 

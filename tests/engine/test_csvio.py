@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from engine import csvio, store
 from engine.cli import main
+from engine.data import csvio, store
 from engine.errors import DataError
 
 CSV_NY_NAIVE = """Date,Open,High,Low,Close,Adj Close,Volume

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import store
+from engine.data import store
 from tests.conftest import ROOT, ploutos
 
 
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine.demo import write_demo
+    from engine.data.demo import write_demo
 
     out = tmp_path_factory.mktemp("faults") / "clean"
     write_demo(out, tickers=("SYNA", "SYNB"), start="2023-01-01", end="2023-06-30")
@@ -88,7 +88,7 @@ def test_features_build_reports_the_rows_it_dropped(small_demo: Path, tmp_path: 
 def test_export_writes_nothing_when_a_later_file_is_damaged(
     small_demo: Path, tmp_path: Path
 ) -> None:
-    from engine.csvio import export_csv
+    from engine.data.csvio import export_csv
     from engine.errors import DataError
 
     dataset = tmp_path / "ds"

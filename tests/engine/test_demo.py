@@ -1,4 +1,4 @@
-"""engine.demo: the synthetic dataset is in the store's format, plausible, clean and deterministic."""
+"""engine.data.demo: the synthetic dataset is in the store's format, plausible, clean and deterministic."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import calendar, demo, store
-from engine.check import check_dataset
+from engine.data import calendar, demo, store
+from engine.data.check import check_dataset
 from engine.errors import ConfigError, DataError
 
 # Ten weeks around the autumn DST switch, Thanksgiving (holiday + early close), Christmas Eve

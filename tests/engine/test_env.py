@@ -10,7 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from engine.env import BUY, HOLD, SELL, PortfolioEnvConfig, PortfolioTradingEnv
+from engine.env.portfolio import BUY, HOLD, SELL, PortfolioEnvConfig, PortfolioTradingEnv
 from engine.errors import ConfigError, DataError
 from tests.engine.markets import random_market
 

@@ -11,9 +11,10 @@ import torch
 from sb3_contrib import RecurrentPPO
 from stable_baselines3 import PPO
 
-from engine.env import BUY, HOLD, SELL, PortfolioEnvConfig, PortfolioTradingEnv
+from engine.env.portfolio import BUY, HOLD, SELL, PortfolioEnvConfig, PortfolioTradingEnv
+from engine.env.vec_env import BatchedPortfolioVecEnv
 from engine.errors import ConfigError, DataError
-from engine.evaluate import (
+from engine.evaluation.evaluate import (
     EnsemblePolicy,
     action_logits,
     bars_per_year,
@@ -26,7 +27,6 @@ from engine.evaluate import (
     majority_vote,
     mean_prob_vote,
 )
-from engine.vec_env import BatchedPortfolioVecEnv
 from tests.engine.markets import random_market
 
 N_TICKERS = 3
@@ -143,7 +143,7 @@ def test_logits_path_equals_sb3_distribution_for_ppo_and_recurrent_ppo(tiny_mode
 def test_mode_from_raw_logits_is_sb3s_mode_near_ties_included(monkeypatch):
     from stable_baselines3.common.distributions import MultiCategoricalDistribution
 
-    import engine.evaluate as evaluate
+    import engine.evaluation.evaluate as evaluate
 
     rng = np.random.default_rng(0)
     n_tickers = 5

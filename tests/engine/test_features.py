@@ -1,4 +1,4 @@
-"""engine.features: configuration, no look-ahead, the missing-bar policy, normalisation, the cache."""
+"""engine.features.compute: configuration, no look-ahead, the missing-bar policy, normalisation, the cache."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import calendar, features
+from engine.data import calendar
+from engine.data.macro import daily_visibility_utc
 from engine.errors import ConfigError, DataError
-from engine.features import (
+from engine.features import compute as features
+from engine.features.compute import (
     FeatureConfig,
     Normalizer,
     align_macro_features,
@@ -26,7 +28,6 @@ from engine.features import (
     parse_feature_config,
     select_session,
 )
-from engine.macro import daily_visibility_utc
 
 HOUR = pd.Timedelta(hours=1)
 
@@ -208,7 +209,7 @@ def test_macro_features_at_a_bar_of_day_d_use_day_d_minus_1() -> None:
 
 
 def test_assembled_rows_up_to_t_ignore_everything_after_t() -> None:
-    from engine.demo import generate_demo
+    from engine.data.demo import generate_demo
 
     bars, macro = generate_demo(tickers=("SYNA", "SYNB"), start="2023-01-01", end="2023-06-30")
     # Give one ticker missing bars so the carry-forward and tradable mask are exercised too.
@@ -389,7 +390,7 @@ def test_normalizer_output_is_float32_clipped_and_handles_constant_features(tmp_
 
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine.demo import write_demo
+    from engine.data.demo import write_demo
 
     root = tmp_path_factory.mktemp("demo") / "ds"
     write_demo(root, tickers=("SYNA", "SYNB", "SYNC"), start="2023-01-01", end="2023-09-30")
@@ -483,7 +484,7 @@ def test_rebuild_replaces_the_cache_for_new_readers(demo_root: Path) -> None:
 
 
 def test_bench_reports_cold_warm_and_ta_timings(tmp_path: Path) -> None:
-    from engine.bench_features import bench_features
+    from engine.bench.features import bench_features
 
     out = bench_features(
         tmp_path / "bench", n_tickers=2, n_bars=3000, repeats=1, ta_psar_tickers=1, workers=1
@@ -616,7 +617,7 @@ def test_a_swapped_parquet_is_refused_before_build_and_attach(demo_copy: Path) -
 
 
 def store_sha(root: Path, symbol: str, kind: str = "bars") -> str:
-    from engine import store
+    from engine.data import store
 
     return store.file_sha256(store.series_path(root, symbol, kind))  # type: ignore[arg-type]
 
@@ -624,7 +625,7 @@ def store_sha(root: Path, symbol: str, kind: str = "bars") -> str:
 def test_a_file_replaced_after_hashing_is_refused_and_nothing_cached(
     demo_copy, monkeypatch
 ) -> None:
-    from engine import store
+    from engine.data import store
 
     real = store.Dataset.verified_hashes
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from engine.errors import ConfigError
-from engine.folds import Fold, format_folds, make_folds
+from engine.train.folds import Fold, format_folds, make_folds
 
 
 def hourly(start: str, end: str) -> np.ndarray:

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import hardware
 from engine.errors import ConfigError
-from engine.hardware import (
+from engine.system.threads import ThreadLimits
+from engine.train import plan as hardware
+from engine.train.plan import (
     FIELDS,
     GpuInfo,
     HardwarePlan,
@@ -25,7 +26,6 @@ from engine.hardware import (
     probe_machine,
     resolve_plan,
 )
-from engine.threads import ThreadLimits
 
 ROOT = Path(__file__).resolve().parents[2]
 HARDWARE_YAML = ROOT / "config" / "hardware.yaml"
@@ -475,7 +475,7 @@ def test_probe_machine_reads_cgroup_limits(tmp_path):
 
 
 def test_cgroup_v1_memory_limit(tmp_path):
-    from engine.threads import cgroup_memory_limit
+    from engine.system.threads import cgroup_memory_limit
 
     (tmp_path / "memory").mkdir()
     limit = tmp_path / "memory" / "memory.limit_in_bytes"
@@ -558,7 +558,7 @@ def test_cuda_visible_devices_picks_and_orders_gpus():
 
 
 def test_plan_for_an_assumed_runpod_server_uses_its_gpu_and_cpus():
-    from engine.hardware import assumed_machine
+    from engine.train.plan import assumed_machine
 
     machine = assumed_machine("cpus=256,ram=1T,gpu=24G")
     assert machine.usable_cpus == 256 and machine.ram_total_bytes == 1024**4
@@ -569,7 +569,7 @@ def test_plan_for_an_assumed_runpod_server_uses_its_gpu_and_cpus():
 
 @pytest.mark.parametrize("spec", ["cpus=0,ram=1T", "cpus=8", "cpus=8,ram=lots", "cores=8,ram=1T"])
 def test_a_bad_assumed_machine_is_one_clear_line(spec):
-    from engine.hardware import assumed_machine
+    from engine.train.plan import assumed_machine
 
     with pytest.raises(ConfigError, match="--assume") as err:
         assumed_machine(spec)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import hardware
 from engine.cli import main
 from engine.errors import ConfigError
-from engine.hardware import (
+from engine.train import plan as hardware
+from engine.train.plan import (
     FROM_CWD,
     FROM_OPTION,
     FROM_PACKAGE,
@@ -133,7 +133,8 @@ def test_plan_cli_names_its_hardware_file_and_refuses_turbo_beyond_ram(
 
 def test_train_refuses_turbo_beyond_ram_before_any_run_folder(tmp_path, monkeypatch, capsys):
     """`train` resolves the same plan (same file, same refusal), and `--force` reaches it."""
-    from engine import cli, trainer
+    from engine import cli
+    from engine.train import orchestrator as trainer
 
     data = tmp_path / "demo"
     assert main(["dataset", "demo", "--out", str(data), "--start", "2023-01-01"]) == 0

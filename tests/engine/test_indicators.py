@@ -1,4 +1,4 @@
-"""engine.indicators against the ``ta`` reference, on real-shaped bars, plus warm-up and causality."""
+"""engine.features.indicators against the ``ta`` reference, on real-shaped bars, plus warm-up and causality."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import ta
 
-from engine import indicators as ind
+from engine.features import indicators as ind
 
 RTOL = 1e-9
 

@@ -1,4 +1,4 @@
-"""engine.jobs: stopping a run signals the trainer that holds its lock, whatever status.json says."""
+"""engine.runs.jobs: stopping a run signals the trainer that holds its lock, whatever status.json says."""
 
 import multiprocessing as mp
 import os
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.jobs import stop_run
-from engine.runs import RunFolder
+from engine.runs.folder import RunFolder
+from engine.runs.jobs import stop_run
 
 
 def _hold_lock_until_terminated(path, ready):

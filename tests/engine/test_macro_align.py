@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.data.macro import AlignedMacro, align_to_ticker
 from engine.errors import DataError
-from engine.macro import AlignedMacro, align_to_ticker
 from engine.timeutil import to_utc_us
 
 NY = ZoneInfo("America/New_York")

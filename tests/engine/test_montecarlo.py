@@ -12,17 +12,17 @@ from sb3_contrib import RecurrentPPO
 from stable_baselines3 import PPO
 
 from engine.config import MonteCarloConfig
-from engine.env import BUY, HOLD, PortfolioBatch, PortfolioEnvConfig
+from engine.env.portfolio import BUY, HOLD, PortfolioBatch, PortfolioEnvConfig
+from engine.env.vec_env import BatchedPortfolioVecEnv
 from engine.errors import ConfigError, DataError
-from engine.evaluate import EnsemblePolicy
-from engine.montecarlo import (
+from engine.evaluation.evaluate import EnsemblePolicy
+from engine.evaluation.montecarlo import (
     MonteCarloResult,
     plan_monte_carlo,
     run_monte_carlo,
     run_monte_carlo_naive,
     stationary_bootstrap_paths,
 )
-from engine.vec_env import BatchedPortfolioVecEnv
 from tests.engine.markets import random_market
 
 N_TICKERS = 3

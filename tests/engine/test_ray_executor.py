@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from engine.jobs import ploutos_command
-from engine.runs import RunFolder, list_runs, read_events
-from engine.trainer import file_sha256
+from engine.runs.folder import RunFolder, list_runs, read_events
+from engine.runs.jobs import ploutos_command
+from engine.train.orchestrator import file_sha256
 from tests.conftest import ROOT, ploutos
 
 pytestmark = pytest.mark.timeout(900)

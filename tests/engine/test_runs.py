@@ -6,7 +6,7 @@ import time
 import pytest
 
 from engine.errors import PloutosError
-from engine.runs import (
+from engine.runs.folder import (
     MAX_LINE_BYTES,
     STALL_AFTER_S,
     EventLog,

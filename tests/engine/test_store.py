@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import store
+from engine.data import store
 from engine.errors import DataError
 
 

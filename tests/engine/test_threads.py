@@ -1,4 +1,4 @@
-from engine import threads
+from engine.system import threads
 
 
 def test_cgroup_quota_caps_the_usable_cpus(tmp_path):

@@ -14,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine.runs import RunFolder, read_events
-from engine.threads import THREAD_VARS
-from engine.trainer import file_sha256
+from engine.runs.folder import RunFolder, read_events
+from engine.system.threads import THREAD_VARS
+from engine.train.orchestrator import file_sha256
 from tests.conftest import ROOT, ploutos
 
 pytestmark = pytest.mark.timeout(600)
@@ -341,8 +341,8 @@ def _preload_address_space_kib() -> int:
     """Peak address space (KiB) of a process that imports what the workers' forkserver preloads."""
     code = (
         "import torch, torch._dynamo, stable_baselines3, sb3_contrib\n"
-        "import engine.trainer, engine.features, engine.vec_env, engine.evaluate, "
-        "engine.montecarlo\n"
+        "import engine.train.orchestrator, engine.features.compute, engine.env.vec_env, engine.evaluation.evaluate, "
+        "engine.evaluation.montecarlo\n"
         "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmPeak')][0])"
     )
     out = subprocess.run(

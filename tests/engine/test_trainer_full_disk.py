@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from engine.runs import RunFolder, read_events
+from engine.runs.folder import RunFolder, read_events
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(700)

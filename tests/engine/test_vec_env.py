@@ -9,10 +9,10 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecMonitor
 
-from engine.bench_env import bench_env_steps, synthetic_market
-from engine.env import PortfolioBatch, PortfolioEnvConfig, PortfolioTradingEnv
+from engine.bench.env import bench_env_steps, synthetic_market
+from engine.env.portfolio import PortfolioBatch, PortfolioEnvConfig, PortfolioTradingEnv
+from engine.env.vec_env import BatchedPortfolioVecEnv
 from engine.errors import ConfigError
-from engine.vec_env import BatchedPortfolioVecEnv
 
 
 def market(n_bars=400, n_tickers=3, n_features=4, seed=0, vol=0.01, price_dtype=np.float64):

@@ -18,9 +18,9 @@ import yfinance.multi
 from yfinance.exceptions import YFRateLimitError
 from yfinance.multi import download as real_download
 
+from engine.data.macro import align_to_ticker
+from engine.data.sources import yahoo
 from engine.errors import SourceError
-from engine.macro import align_to_ticker
-from engine.sources import yahoo
 from engine.timeutil import utc_now
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from engine.config import MAX_YAML_DEPTH, load_config, read_yaml
 from engine.errors import ConfigError
-from engine.hardware import MachineInfo, load_hardware_profiles, resolve_plan
+from engine.train.plan import MachineInfo, load_hardware_profiles, resolve_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 GiB = 1024**3

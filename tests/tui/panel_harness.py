@@ -19,8 +19,8 @@ import yaml
 from textual import events
 from textual.app import App
 
-from engine.runs import RunFolder
-from engine.sources import alpaca
+from engine.data.sources import alpaca
+from engine.runs.folder import RunFolder
 from ploutos_tui.app import PloutosApp
 from ploutos_tui.runs_model import RunsWatcher
 from ploutos_tui.sampling import RecordedSampler
@@ -64,14 +64,14 @@ def make_panel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str
     monkeypatch.delenv(alpaca.ENV_KEY_ID, raising=False)
     monkeypatch.delenv(alpaca.ENV_SECRET_KEY, raising=False)
     monkeypatch.setenv(alpaca.ENV_DATA_URL, "http://127.0.0.1:9")  # never the real service
-    import engine.demo
+    import engine.data.demo
 
-    small_demo = engine.demo.write_demo
+    small_demo = engine.data.demo.write_demo
 
     def write_small_demo(out, **kwargs):
         return small_demo(out, **{"start": "2024-01-01", "end": "2024-03-31", **kwargs})
 
-    monkeypatch.setattr(engine.demo, "write_demo", write_small_demo)
+    monkeypatch.setattr(engine.data.demo, "write_demo", write_small_demo)
     shutil.copytree(FIXTURES / "runs", tmp_path / "runs")
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     cfg["dataset_path"] = str(tmp_path / "no-dataset")  # the plan needs no feature build

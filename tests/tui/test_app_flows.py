@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runs import RunFolder, list_runs
+from engine.runs.folder import RunFolder, list_runs
 from ploutos_tui.app import PloutosApp
 from ploutos_tui.screens.jobs import JobsScreen, LaunchScreen
 from ploutos_tui.screens.run import RunScreen

@@ -38,7 +38,7 @@ def notified(app) -> list[str]:
 def year_3000_dataset(root: Path) -> Path:
     """A small demo dataset whose first ticker's last bar is dated 3000-01-02 (microseconds fit
     it; nanoseconds, pandas' default unit, do not). Returns that Parquet file."""
-    from engine.demo import write_demo
+    from engine.data.demo import write_demo
 
     write_demo(root, start="2024-01-01", end="2024-03-31")
     path = sorted(root.glob("*.parquet"))[0]
@@ -52,9 +52,9 @@ def year_3000_dataset(root: Path) -> Path:
 
 async def test_a_bar_in_year_3000_is_a_message_not_an_exit(panel, tmp_path, monkeypatch):
     path = year_3000_dataset(tmp_path / "dataset")
-    import engine.check
+    import engine.data.check
 
-    real_check = engine.check.check_dataset
+    real_check = engine.data.check.check_dataset
 
     def check_in_nanoseconds(root, **kwargs):
         # The check as any reader in nanoseconds sees this file: pandas refuses the bar with
@@ -62,7 +62,7 @@ async def test_a_bar_in_year_3000_is_a_message_not_an_exit(panel, tmp_path, monk
         pd.read_parquet(path).index.as_unit("ns")
         return real_check(root, **kwargs)
 
-    monkeypatch.setattr(engine.check, "check_dataset", check_in_nanoseconds)
+    monkeypatch.setattr(engine.data.check, "check_dataset", check_in_nanoseconds)
     with pytest.raises(pd.errors.OutOfBoundsDatetime):
         check_in_nanoseconds(tmp_path / "dataset")
 
@@ -77,22 +77,22 @@ async def test_a_bar_in_year_3000_is_a_message_not_an_exit(panel, tmp_path, monk
         assert "press c" in verdict and "\n" not in verdict.strip()
         assert any("OutOfBoundsDatetime" in m for m in notified(app))
         # The panel still works: the original check reads the same folder on c.
-        monkeypatch.setattr(engine.check, "check_dataset", real_check)
+        monkeypatch.setattr(engine.data.check, "check_dataset", real_check)
         await pilot.press("c")
         await wait_for(pilot, lambda: "check:" in text_of(screen, "#dataset-verdict"), "re-check")
         assert_alive(app, "after the re-check")
 
 
 async def test_a_full_disk_while_b_builds_the_demo_is_a_message(panel, tmp_path, monkeypatch):
-    import engine.demo
+    import engine.data.demo
 
-    real_write = engine.demo.write_demo
+    real_write = engine.data.demo.write_demo
     target = tmp_path / "dataset" / "SYNA.parquet"
 
     def full_disk(out, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(target))
 
-    monkeypatch.setattr(engine.demo, "write_demo", full_disk)
+    monkeypatch.setattr(engine.data.demo, "write_demo", full_disk)
     app = panel("dataset")
     async with app.run_test(size=(120, 40)) as pilot:
         screen = dataset_screen(app)
@@ -107,7 +107,7 @@ async def test_a_full_disk_while_b_builds_the_demo_is_a_message(panel, tmp_path,
         assert any("No space left on device" in m for m in notified(app))
         assert not screen.building
         # Space is back: b builds.
-        monkeypatch.setattr(engine.demo, "write_demo", real_write)
+        monkeypatch.setattr(engine.data.demo, "write_demo", real_write)
         await pilot.press("b")
         await wait_for(pilot, lambda: "ready" in text_of(screen, "#dataset-message"), "build", 60)
         assert (tmp_path / "dataset" / "manifest.json").exists()
@@ -115,12 +115,12 @@ async def test_a_full_disk_while_b_builds_the_demo_is_a_message(panel, tmp_path,
 
 
 async def test_a_full_disk_during_an_alpaca_build_is_a_message(panel, tmp_path, monkeypatch):
-    import engine.builder
+    import engine.data.builder
 
     def full_disk(root, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(root) / "AAPL.parquet"))
 
-    monkeypatch.setattr(engine.builder, "build_alpaca", full_disk)
+    monkeypatch.setattr(engine.data.builder, "build_alpaca", full_disk)
     app = panel("dataset")
     async with app.run_test(size=(120, 40)) as pilot:
         screen = dataset_screen(app)
@@ -141,13 +141,13 @@ async def test_a_full_disk_during_an_alpaca_build_is_a_message(panel, tmp_path, 
 async def test_a_builder_bug_in_the_progress_report_is_a_message(panel, tmp_path, monkeypatch):
     """A plain bug under the build (here: a progress step without ``done``/``total``) ends as a
     message naming it, not as the panel's exit."""
-    import engine.builder
+    import engine.data.builder
 
     def reports_garbage(root, *args, progress=None, **kwargs):
         progress(object())  # no .done / .total: AttributeError in the screen's callback
         raise AssertionError("not reached")
 
-    monkeypatch.setattr(engine.builder, "build_alpaca", reports_garbage)
+    monkeypatch.setattr(engine.data.builder, "build_alpaca", reports_garbage)
     app = panel("dataset")
     async with app.run_test(size=(120, 40)) as pilot:
         screen = dataset_screen(app)

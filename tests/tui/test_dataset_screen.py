@@ -7,7 +7,7 @@ from pathlib import Path
 from textual.app import App
 from textual.widgets import DataTable, ProgressBar, Static
 
-from engine.sources import alpaca
+from engine.data.sources import alpaca
 from ploutos_tui.screens.dataset import DatasetScreen, DatasetSummary, summarize_dataset
 from tests.engine.alpaca_server import KEY_ID, SECRET, FakeAlpaca
 

@@ -12,8 +12,8 @@ from textual.app import App
 from textual.widgets import DataTable, Input, Log, Static
 
 from engine.errors import PloutosError
-from engine.hardware import assumed_machine
-from engine.runs import RunFolder
+from engine.runs.folder import RunFolder
+from engine.train.plan import assumed_machine
 from ploutos_tui.runs_model import RunsWatcher
 from ploutos_tui.screens.jobs import JobsScreen, LaunchScreen
 from ploutos_tui.screens.run import LogScreen, RunScreen

@@ -14,8 +14,8 @@ import pytest
 from textual.app import App
 from textual.widgets import DataTable, Static
 
-from engine.hardware import assumed_machine
-from engine.runs import RunFolder, parse_stamp
+from engine.runs.folder import RunFolder, parse_stamp
+from engine.train.plan import assumed_machine
 from ploutos_tui.runs_model import RunsWatcher
 from ploutos_tui.screens.jobs import JobsScreen
 from ploutos_tui.screens.run import RunScreen

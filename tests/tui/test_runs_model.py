@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import PloutosError
-from engine.runs import MAX_LINE_BYTES, EventTail, RunFolder
+from engine.runs.folder import MAX_LINE_BYTES, EventTail, RunFolder
 from ploutos_tui import runs_model
 from ploutos_tui.runs_model import (
     RunsWatcher,
@@ -324,7 +324,7 @@ def test_a_folder_that_breaks_the_reader_shows_unreadable(runs: Path):
 
 def test_every_reader_applies_the_same_rule(tmp_path: Path, capsys: pytest.CaptureFixture):
     from engine.cli import main
-    from engine.runs import replay
+    from engine.runs.folder import replay
 
     folder = empty_run(tmp_path, "20300101-000000-demo-ffff")
     lines = events_of(FINISHED)
@@ -425,7 +425,7 @@ def test_log_tail_of_runs_and_odd_files(runs: Path, tmp_path: Path):
 
 # ---------------------------------------------------------------------------- actions
 class FakeLaunch:
-    """Stands in for engine.jobs.launch_detached: a real, short-lived child process."""
+    """Stands in for engine.runs.jobs.launch_detached: a real, short-lived child process."""
 
     def __init__(self, seconds: float = 0.0):
         self.calls: list[tuple[list[str], Path]] = []
@@ -444,7 +444,7 @@ def test_resume_launches_detached_and_children_are_reaped(
     runs: Path, monkeypatch: pytest.MonkeyPatch
 ):
     fake = FakeLaunch(seconds=30)
-    monkeypatch.setattr("engine.jobs.launch_detached", fake)
+    monkeypatch.setattr("engine.runs.jobs.launch_detached", fake)
     watcher = RunsWatcher(runs)
     watcher.poll()
     folder = watcher.resume(INTERRUPTED)
@@ -465,7 +465,7 @@ def test_resume_launches_detached_and_children_are_reaped(
 
 def test_exited_children_are_reaped_by_poll(runs: Path, monkeypatch: pytest.MonkeyPatch):
     fake = FakeLaunch(seconds=0)
-    monkeypatch.setattr("engine.jobs.launch_detached", fake)
+    monkeypatch.setattr("engine.runs.jobs.launch_detached", fake)
     watcher = RunsWatcher(runs)
     watcher.resume(STOPPED)
     proc = fake.procs[0]
@@ -481,7 +481,7 @@ def test_launch_run_prepares_then_launches(
     runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     fake = FakeLaunch()
-    monkeypatch.setattr("engine.jobs.launch_detached", fake)
+    monkeypatch.setattr("engine.runs.jobs.launch_detached", fake)
     made = RunFolder(runs / "20300101-000000-demo-eeee")
     calls = []
 
@@ -489,7 +489,7 @@ def test_launch_run_prepares_then_launches(
         calls.append((config_path, kw))
         return made
 
-    monkeypatch.setattr("engine.trainer.prepare_run", prepare_run)
+    monkeypatch.setattr("engine.train.orchestrator.prepare_run", prepare_run)
     folder = RunsWatcher(runs).launch_run("config/demo.yaml", "laptop", 3, "ppo")
     assert folder is made
     assert calls == [
@@ -508,7 +508,7 @@ def test_launch_run_prepares_then_launches(
 _TRAINER = """
 import signal, sys, time
 from pathlib import Path
-from engine.runs import RunFolder
+from engine.runs.folder import RunFolder
 got = []
 signal.signal(signal.SIGTERM, lambda *_: got.append(1))
 with RunFolder(Path(sys.argv[1])).hold_lock():

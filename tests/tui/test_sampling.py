@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine.threads import THREAD_VARS, sanitized_env
+from engine.system.threads import THREAD_VARS, sanitized_env
 from ploutos_tui.sampling import (
     GpuSnapshot,
     HardwareSampler,
@@ -87,7 +87,7 @@ def test_psutil_host_reads_quota_and_limits_from_the_cgroup_files(tmp_path):
     ],
 )
 def test_cgroup_memory_limit_reads_v2_then_v1(tmp_path, files, expected):
-    from engine.threads import cgroup_memory_limit  # the sampler and the plan share it
+    from engine.system.threads import cgroup_memory_limit  # the sampler and the plan share it
 
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from engine.bench_env import synthetic_market
+from engine.bench.env import synthetic_market
 from engine.config import MonteCarloConfig
-from engine.env import PortfolioEnvConfig
+from engine.env.portfolio import PortfolioEnvConfig
+from engine.env.vec_env import BatchedPortfolioVecEnv
 from engine.errors import ConfigError
-from engine.evaluate import EnsemblePolicy, Vote
-from engine.montecarlo import MonteCarloResult, run_monte_carlo, run_monte_carlo_naive
-from engine.vec_env import BatchedPortfolioVecEnv
+from engine.evaluation.evaluate import EnsemblePolicy, Vote
+from engine.evaluation.montecarlo import MonteCarloResult, run_monte_carlo, run_monte_carlo_naive
 
 # Six months of regular-session hourly bars: ~126 trading days x 7 bars.
 DEFAULT_WINDOW_BARS = 882
@@ -74,8 +74,8 @@ def bench_montecarlo(
     lstm_hidden_size: int = 64,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Time :func:`engine.montecarlo.run_monte_carlo` (``simulations`` at once) against
-    :func:`engine.montecarlo.run_monte_carlo_naive` (its first ``naive_simulations``).
+    """Time :func:`engine.evaluation.montecarlo.run_monte_carlo` (``simulations`` at once) against
+    :func:`engine.evaluation.montecarlo.run_monte_carlo_naive` (its first ``naive_simulations``).
 
     Args:
         simulations: simulations of the batched run.

@@ -16,8 +16,8 @@ import numpy as np
 import psutil
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from engine.env import PortfolioEnvConfig, PortfolioTradingEnv
-from engine.vec_env import BatchedPortfolioVecEnv
+from engine.env.portfolio import PortfolioEnvConfig, PortfolioTradingEnv
+from engine.env.vec_env import BatchedPortfolioVecEnv
 
 _N_ACTION_SETS = 64  # pre-generated action batches, cycled through in timed loops
 

@@ -16,7 +16,7 @@ What the SDK does and what we change (alpaca-py 0.44, ``alpaca/common/rest.py``)
   may echo request headers, so we build our own one-line :class:`~engine.errors.SourceError` with
   the keys redacted and the original exception suppressed (``from None``).
 
-Output frames are in the store schema (:func:`engine.store.normalize_bars`): float64
+Output frames are in the store schema (:func:`engine.data.store.normalize_bars`): float64
 ``open high low close volume vwap trade_count``, UTC microsecond index ``timestamp`` holding bar
 START times, sorted and deduplicated.
 """
@@ -47,8 +47,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
+from engine.data.store import BAR_COLUMNS, INDEX_NAME, OPTIONAL_COLUMNS, normalize_bars
 from engine.errors import SourceError
-from engine.store import BAR_COLUMNS, INDEX_NAME, OPTIONAL_COLUMNS, normalize_bars
 from engine.timeutil import parse_utc, utc_now
 
 log = logging.getLogger(__name__)

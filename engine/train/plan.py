@@ -55,7 +55,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.config import line_of, read_yaml, validate_yaml
 from engine.errors import ConfigError
-from engine.threads import (
+from engine.system.threads import (
     ThreadLimits,
     cgroup_cpu_quota,
     cgroup_memory_limit,
@@ -348,7 +348,7 @@ class HardwareFile(BaseModel):
     profiles: dict[str, HardwareProfile] = Field(min_length=1)
 
 
-PACKAGED_HARDWARE_FILE = Path(__file__).resolve().parents[1] / "config" / "hardware.yaml"
+PACKAGED_HARDWARE_FILE = Path(__file__).resolve().parents[2] / "config" / "hardware.yaml"
 FROM_OPTION = "--hardware-file"
 FROM_CWD = "working directory"
 FROM_PACKAGE = "packaged default"
@@ -511,7 +511,7 @@ def _threads_per_member(torch_threads: int, device: str) -> int:
 
 
 def planned_threads(parallel_members: int, torch_threads: int, device: str) -> int:
-    """Threads the run creates at peak, with every BLAS/OpenMP pool capped (engine.threads)."""
+    """Threads the run creates at peak, with every BLAS/OpenMP pool capped (engine.system.threads)."""
     per = _threads_per_member(torch_threads, device)
     return parallel_members * per + ORCHESTRATOR_THREADS
 

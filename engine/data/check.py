@@ -28,9 +28,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from engine import calendar, store
+from engine.data import calendar, store
+from engine.data.store import SeriesEntry, SeriesKind
 from engine.errors import DataError
-from engine.store import SeriesEntry, SeriesKind
 from engine.timeutil import NEW_YORK, to_utc_us, utc_now
 
 Severity = Literal["error", "warning", "info"]

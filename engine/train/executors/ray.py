@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import PloutosError
-from engine.threads import pool_settings
+from engine.system.threads import pool_settings
 
 INSTALL_HINT = (
     "executor 'ray' needs the ray package: pip install 'ploutos[ray]' (or pip install ray)"
@@ -111,8 +111,8 @@ def run_member_on_ray(
     import ray
     from threadpoolctl import threadpool_limits
 
-    from engine.features import FeatureSet
-    from engine.trainer import MemberTask, train_member
+    from engine.features.compute import FeatureSet
+    from engine.train.orchestrator import MemberTask, train_member
 
     threadpool_limits(1)  # belt and braces: the worker was started with the sanitized variables
     task = MemberTask(**task_data)
@@ -174,8 +174,8 @@ class RayExecutor:
         features_path: str,
         address: str | None = None,
     ) -> None:
-        from engine.features import open_features
-        from engine.trainer import LocalExecutor
+        from engine.features.compute import open_features
+        from engine.train.orchestrator import LocalExecutor
 
         ray = require_ray()
         self.ray = ray

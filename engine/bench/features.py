@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.features import (
+from engine.features.compute import (
     CACHE_DIRNAME,
     FeatureConfig,
     _mp_context,
     _ticker_block,
     load_or_build_features,
 )
-from engine.threads import usable_cpus
+from engine.system.threads import usable_cpus
 
 __all__ = ["BENCH_CONFIG", "bench_features", "make_bench_dataset"]
 
@@ -56,12 +56,12 @@ def make_bench_dataset(
 ) -> Path:
     """Write a synthetic dataset of ``n_tickers`` x at least ``n_bars`` hourly bars (plus macro).
 
-    Uses :func:`engine.demo.write_demo` (16 bars per trading day with extended hours) from
+    Uses :func:`engine.data.demo.write_demo` (16 bars per trading day with extended hours) from
     2005-01-03 for as many trading days as ``n_bars`` needs (50,000 bars = about 12.4 years).
     Rewriting an existing identical bench dataset is skipped by the caller checking the manifest.
     """
-    from engine import calendar
-    from engine.demo import write_demo
+    from engine.data import calendar
+    from engine.data.demo import write_demo
 
     start = pd.Timestamp("2005-01-03")
     # Find the last trading day so that the grid holds >= n_bars bars: ~16 a day, 252 days a year.
@@ -148,7 +148,7 @@ def bench_features(
     - ``ta_psar_s`` over ``ta_psar_tickers_timed`` tickers (``ta`` loops in Python: ~10-50 s per
       50,000 bars), and ``ours_psar_s`` on the same tickers.
     """
-    from engine.store import Dataset
+    from engine.data.store import Dataset
 
     root = Path(dataset_root)
     created = False
@@ -197,7 +197,7 @@ def bench_features(
         _ta_indicators(frame, cfg)
     ta_no_psar_s = time.perf_counter() - t0
 
-    from engine.indicators import parabolic_sar
+    from engine.features.indicators import parabolic_sar
 
     psar_names = list(frames)[: max(0, ta_psar_tickers)]
     t0 = time.perf_counter()

@@ -50,8 +50,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from engine.data.store import numeric_column
 from engine.errors import DataError
-from engine.store import numeric_column
 from engine.timeutil import NEW_YORK, UTC, to_utc_us
 
 __all__ = ["AlignedMacro", "align_to_ticker", "daily_visibility_utc", "parse_interval"]

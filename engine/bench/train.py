@@ -3,8 +3,8 @@
 ``bench_train`` returns a JSON-ready dict (``ploutos bench train --json`` prints it). Three layouts
 of the same ``n_envs`` environments over the same arrays train the same SB3 PPO:
 
-- ``batched``: :class:`engine.vec_env.BatchedPortfolioVecEnv`, all envs one NumPy batch, in process;
-- ``subproc``: SB3 ``SubprocVecEnv`` of single :class:`engine.env.PortfolioTradingEnv`, one process
+- ``batched``: :class:`engine.env.vec_env.BatchedPortfolioVecEnv`, all envs one NumPy batch, in process;
+- ``subproc``: SB3 ``SubprocVecEnv`` of single :class:`engine.env.portfolio.PortfolioTradingEnv`, one process
   per env, as the seed code trained;
 - ``dummy``: SB3 ``DummyVecEnv`` of single envs, in process, one Python ``step`` per env
   (reference).
@@ -17,7 +17,7 @@ every ``subproc`` worker is a fresh interpreter importing torch and SB3, seconds
 
 Start method of ``subproc``: ``spawn``. Each worker is a fresh interpreter whose environment is
 ``os.environ`` at the moment it is created, so the thread caps of
-:func:`engine.threads.pool_settings`, set around its creation, surely reach it. ``forkserver``
+:func:`engine.system.threads.pool_settings`, set around its creation, surely reach it. ``forkserver``
 (SB3's default on Linux) forks workers from a server that keeps the environment of whoever first
 started it, possibly without the caps; ``fork`` after torch has started its thread pools can copy
 locks held by other threads into the child and deadlock. Spawn costs little more than forkserver
@@ -46,11 +46,11 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from engine.bench_env import synthetic_market
-from engine.env import PortfolioEnvConfig, PortfolioTradingEnv
+from engine.bench.env import synthetic_market
+from engine.env.portfolio import PortfolioEnvConfig, PortfolioTradingEnv
+from engine.env.vec_env import BatchedPortfolioVecEnv
 from engine.errors import ConfigError
-from engine.threads import pool_settings, usable_cpus
-from engine.vec_env import BatchedPortfolioVecEnv
+from engine.system.threads import pool_settings, usable_cpus
 
 __all__ = ["LAYOUTS", "START_METHOD", "bench_train"]
 

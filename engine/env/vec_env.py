@@ -2,8 +2,8 @@
 
 All environments share the same read-only ``features`` and ``prices`` arrays (possibly memory
 maps); per-env state is a few ``[n_envs]`` and ``[ticker, n_envs]`` arrays in
-:class:`engine.env.PortfolioBatch`, the same code the single
-:class:`engine.env.PortfolioTradingEnv` runs with ``n = 1``. With the same seeds and actions, env ``i`` of this VecEnv produces bit-identical observations, rewards and
+:class:`engine.env.portfolio.PortfolioBatch`, the same code the single
+:class:`engine.env.portfolio.PortfolioTradingEnv` runs with ``n = 1``. With the same seeds and actions, env ``i`` of this VecEnv produces bit-identical observations, rewards and
 dones to a single env seeded like SB3 seeds env ``i`` (``seed + i``), across auto-resets too.
 
 Returned arrays are fresh every step (SB3's PPO keeps the previous observation, and torch may
@@ -28,7 +28,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
-from engine.env import PortfolioBatch, PortfolioEnvConfig
+from engine.env.portfolio import PortfolioBatch, PortfolioEnvConfig
 
 # Per-env state that get_attr reads from the batch arrays (and set_attr refuses to write).
 _PER_ENV_STATE = ("bar", "t", "cash", "equity", "costs")
@@ -37,13 +37,13 @@ _BUILT_FROM = ("batch", "config", "num_envs", "observation_space", "action_space
 
 
 class BatchedPortfolioVecEnv(VecEnv):
-    """``n_envs`` copies of :class:`engine.env.PortfolioTradingEnv` stepped as one NumPy batch.
+    """``n_envs`` copies of :class:`engine.env.portfolio.PortfolioTradingEnv` stepped as one NumPy batch.
 
     Args:
         features: float32[time, ticker, feature], read only, shared by all envs.
         prices: float64 | float32[time, ticker], close prices > 0, read only, shared.
         n_envs: number of environments.
-        config: trading rules (:class:`engine.env.PortfolioEnvConfig`), the same for all envs.
+        config: trading rules (:class:`engine.env.portfolio.PortfolioEnvConfig`), the same for all envs.
         index_paths: optional int[n_envs, length]: env ``i`` observes bar ``index_paths[i, k]``
             at step ``k`` (Monte Carlo on bootstrapped paths); episodes then run ``length - 1``
             steps and restart the same path, and ``start_index`` options are ignored.

@@ -1,7 +1,7 @@
 """A deterministic synthetic dataset: no network, no keys, a few seconds, the format of a real build.
 
 ``write_demo`` writes hourly bars for a few made-up tickers and daily macro series through
-``engine.store``, exactly as ``dataset build`` would (one Parquet per ticker, ``macro/``,
+``engine.data.store``, exactly as ``dataset build`` would (one Parquet per ticker, ``macro/``,
 ``manifest.json``), so every later stage (check, features, training, the panel) can be tried without
 an Alpaca account. The same seed always gives byte-identical Parquet files.
 
@@ -27,7 +27,7 @@ The market model, per trading day ``d`` and hourly bar ``t`` (all returns are lo
   mean-reverting walk (``^TNX``, in percent), a dollar-index-like log walk (``DX-Y.NYB``) and an
   SPY-like ETF built from the market factor (regular-session OHLC, with volume).
 
-The bars sit on the real NYSE calendar (``engine.calendar``): extended hours 04:00-20:00 New York,
+The bars sit on the real NYSE calendar (``engine.data.calendar``): extended hours 04:00-20:00 New York,
 holidays, early closes and DST, every expected bar present.
 """
 
@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine import calendar, store
+from engine.data import calendar, store
+from engine.data.store import Manifest
 from engine.errors import ConfigError, DataError
-from engine.store import Manifest
 
 SOURCE = "synthetic-demo"
 MODEL_VERSION = 1
@@ -459,7 +459,7 @@ def generate_demo(
     """The demo's frames in memory: ``({ticker: hourly bars}, {symbol: daily macro rows})``.
 
     Hourly frames are ``(n_bars, 7)`` (open high low close volume vwap trade_count) on the expected
-    bars of ``engine.calendar`` for the trading days ``start``..``end`` (inclusive); macro frames are
+    bars of ``engine.data.calendar`` for the trading days ``start``..``end`` (inclusive); macro frames are
     ``(n_days, 5)`` labelled at UTC midnight of each trading date. Deterministic in the arguments.
     """
     grid = calendar.bar_grid(start, end, include_extended=True)
@@ -473,7 +473,7 @@ def generate_demo(
 
 def _params(tickers: list[str], macro: list[str], start: str, end: str, seed: int) -> dict:
     return {
-        "generator": "engine.demo",
+        "generator": "engine.data.demo",
         "model_version": MODEL_VERSION,
         "seed": int(seed),
         "start": start,

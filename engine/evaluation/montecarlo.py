@@ -7,7 +7,7 @@ factor. A bar index picks a whole bar: the features of every ticker at that bar 
 next-bar returns ``price[b + 1] / price[b]``, so cross-ticker structure stays intact.
 
 :func:`run_monte_carlo` steps all ``mc.simulations`` portfolios as one
-:class:`engine.env.PortfolioBatch` (``index_paths``, per-portfolio cost rates) and asks the
+:class:`engine.env.portfolio.PortfolioBatch` (``index_paths``, per-portfolio cost rates) and asks the
 ensemble for all their actions in one batched call per member per step.
 :func:`run_monte_carlo_naive` is the per-simulation loop it replaces (one gym env, one
 ``model.predict`` per member per step), kept as the benchmark's baseline and as a check: for the
@@ -35,15 +35,15 @@ import numpy as np
 
 from engine import atomic
 from engine.config import MonteCarloConfig
-from engine.env import PortfolioBatch, PortfolioEnvConfig, PortfolioTradingEnv
+from engine.env.portfolio import PortfolioBatch, PortfolioEnvConfig, PortfolioTradingEnv
 from engine.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
-    from engine.evaluate import Policy, Vote
+    from engine.evaluation.evaluate import Policy, Vote
 
-# torch, SB3 and engine.evaluate are imported where simulations run: the results and their
+# torch, SB3 and engine.evaluation.evaluate are imported where simulations run: the results and their
 # statistics (what the trainer pools at the end of a run) need NumPy only.
 
 __all__ = [
@@ -320,7 +320,7 @@ def _member_output(
     ``model.predict``) or action probabilities ``[1, ticker, 3]`` for one observation."""
     import torch
 
-    from engine.evaluate import distribution_probs, is_recurrent
+    from engine.evaluation.evaluate import distribution_probs, is_recurrent
 
     if vote == "majority":
         if is_recurrent(model):
@@ -359,7 +359,7 @@ def run_monte_carlo_naive(
     limit: int | None = None,
 ) -> MonteCarloResult:
     """The per-simulation loop :func:`run_monte_carlo` replaces: one
-    :class:`engine.env.PortfolioTradingEnv`, one simulation after another, each step one
+    :class:`engine.env.portfolio.PortfolioTradingEnv`, one simulation after another, each step one
     ``model.predict`` per member (``vote="mean_prob"``: one ``get_distribution`` per member)
     on one observation, combined by the same vote as :class:`EnsemblePolicy`.
 
@@ -368,7 +368,7 @@ def run_monte_carlo_naive(
     flip an action only when two are within rounding of a tie). ``limit`` runs only the first
     ``limit`` simulations of that plan (the baseline is slow).
     """
-    from engine.evaluate import EnsemblePolicy, majority_vote, mean_prob_vote
+    from engine.evaluation.evaluate import EnsemblePolicy, majority_vote, mean_prob_vote
 
     EnsemblePolicy(models, vote)  # the same checks on the members
     _, lo, hi = _window(features, rows, env_config)

@@ -7,6 +7,6 @@ sends the forkserver SIGTERM when the trainer dies; the workers in turn have the
 on their parent (the forkserver), so they checkpoint and exit.
 """
 
-from engine.trainer import die_with_parent
+from engine.train.orchestrator import die_with_parent
 
 die_with_parent()

@@ -7,7 +7,7 @@ attaches to them with ``np.load(mmap_mode="r")``: no recompute, no copy, read-on
 through the OS page cache.
 
 Per ticker (:func:`compute_ticker_features`), the feature row of bar ``t`` depends only on bars
-``<= t`` and on macro values visible at the close of bar ``t`` (:func:`engine.macro.align_to_ticker`):
+``<= t`` and on macro values visible at the close of bar ``t`` (:func:`engine.data.macro.align_to_ticker`):
 
 - ``ret_<h>``: log return over ``h`` bars; ``vol_<w>``: std of one-bar log returns over ``w`` bars;
 - ``rsi``: RSI / 100; ``macd``, ``macd_signal``, ``macd_diff``: MACD divided by the close (scale-free);
@@ -21,7 +21,7 @@ Per ticker (:func:`compute_ticker_features`), the feature row of bar ``t`` depen
   over ``d`` of the series' own days (computed on the daily rows, then aligned: no look-ahead).
 
 Multi-ticker policy (:func:`build_feature_set`). Bars are first restricted to ``cfg.session``
-(default: regular-session bars, from ``engine.calendar``). The time axis is the **union** of the
+(default: regular-session bars, from ``engine.data.calendar``). The time axis is the **union** of the
 remaining bar times of all tickers: the intersection would throw away every hour in which one thin
 ticker (IEX feed, extended hours) printed nothing, for all tickers. A ticker without a bar at a row
 carries its last bar (features and close) forward for at most ``cfg.max_stale_bars`` rows, marked
@@ -69,9 +69,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engine import atomic, indicators
+from engine import atomic
 from engine.errors import ConfigError, DataError
-from engine.threads import apply_in_process, usable_cpus
+from engine.features import indicators
+from engine.system.threads import apply_in_process, usable_cpus
 from engine.timeutil import NEW_YORK, to_utc_us, utc_now
 
 __all__ = [
@@ -343,7 +344,7 @@ def select_session(
     """The bars of ``session`` (see :class:`FeatureConfig`), classified by the NYSE calendar."""
     if session == "all" or bars.empty:
         return bars
-    from engine.calendar import EXTENDED, REGULAR, classify_bars
+    from engine.data.calendar import EXTENDED, REGULAR, classify_bars
 
     kind = classify_bars(bars.index)
     keep = kind == REGULAR if session == "regular" else (kind == REGULAR) | (kind == EXTENDED)
@@ -361,7 +362,7 @@ def _clean_bars(bars: pd.DataFrame, where: str) -> tuple[pd.DataFrame, int]:
     if not index.is_monotonic_increasing or index.has_duplicates:
         frame = frame[~frame.index.duplicated(keep="last")].sort_index()
     if len(frame):
-        from engine.check import FIRST_SANE_TIME, FUTURE_SLACK
+        from engine.data.check import FIRST_SANE_TIME, FUTURE_SLACK
 
         # The session calendar (and pandas' nanosecond arithmetic in it) cannot place a bar
         # dated year 3000; name it instead of failing deep inside with OutOfBoundsDatetime.
@@ -424,7 +425,7 @@ def align_macro_features(
     ``float64[len(index), n_symbols * (1 + len(macro_change_days))]`` indexed by ``index`` (UTC us),
     columns ``<SYMBOL>_level``, ``<SYMBOL>_chg<d>d``; NaN before a series' first visible value.
     """
-    from engine.macro import align_to_ticker
+    from engine.data.macro import align_to_ticker
 
     cfg = parse_feature_config(cfg)
     index = to_utc_us(index)
@@ -540,7 +541,7 @@ def _ticker_job(
     if isinstance(source, pd.DataFrame):
         frame = source
     else:
-        from engine.store import load_series
+        from engine.data.store import load_series
 
         frame, sha = load_series(source, name, "bars", expected_sha256=expected_sha256)
     clean, dropped = _clean_bars(frame, f"ticker {name}")
@@ -578,7 +579,7 @@ def _mp_context() -> mp.context.BaseContext:
         return mp.get_context("fork")
     if "forkserver" in methods:
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["engine.features"])
+        ctx.set_forkserver_preload(["engine.features.compute"])
         return ctx
     return mp.get_context("spawn")
 
@@ -603,7 +604,7 @@ def _ticker_runner(
     if cfg.session != "all" and context.get_start_method() == "fork":
         # Load the NYSE calendar (~0.5 s) once here: forked workers inherit it instead of each
         # building its own, and later builds in this process reuse it.
-        from engine.calendar import xnys
+        from engine.data.calendar import xnys
 
         xnys()
     with ProcessPoolExecutor(
@@ -1038,7 +1039,7 @@ def load_or_build_features(
     ``meta.json``, unreadable arrays) is rebuilt the same way. Every file used is verified against
     the manifest's sha256 first: a replaced or changed file is a ``DataError`` naming it.
     """
-    from engine.store import Dataset, read_series
+    from engine.data.store import Dataset, read_series
 
     cfg = parse_feature_config(cfg)
     dataset = Dataset(dataset_root)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine import atomic, store
+from engine import atomic
+from engine.data import store
 from engine.errors import DataError
 
 # Lower-cased, non-alphanumerics removed -> our column name.

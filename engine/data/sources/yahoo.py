@@ -3,7 +3,7 @@
 yfinance fails quietly: an unknown symbol, a range Yahoo refuses or a rate limit usually ends as a
 logged message and an empty (or all-NaN) frame. This layer turns each of those into a
 ``SourceError`` that names the symbol and says what to do, and returns frames in the store's schema
-(:mod:`engine.store`): float64 ``open high low close volume`` indexed by a UTC microsecond
+(:mod:`engine.data.store`): float64 ``open high low close volume`` indexed by a UTC microsecond
 ``DatetimeIndex`` named ``timestamp``.
 
 Why ``yf.Ticker(symbol).history()`` and not ``yf.download()``: for one symbol ``download`` only wraps
@@ -23,7 +23,7 @@ Labels:
   of the instant, which would move Tokyo rows to the previous day);
 - intraday rows keep their bar START instant in UTC. Yahoo's hourly bars for US equities start at
   :30 (09:30, 10:30 ... 15:30, the last one 30 minutes long) while Alpaca's start at :00, so the two
-  are not interchangeable bar-for-bar; :func:`engine.macro.align_to_ticker` handles either because it
+  are not interchangeable bar-for-bar; :func:`engine.data.macro.align_to_ticker` handles either because it
   works from bar ends.
 
 Limits: Yahoo serves ``1h``/``60m`` bars for the last 730 days only (minute bars: 60 days, ``1m``:
@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from engine.data.store import BAR_COLUMNS, INDEX_NAME, normalize_bars
 from engine.errors import DataError, SourceError
-from engine.store import BAR_COLUMNS, INDEX_NAME, normalize_bars
 from engine.timeutil import parse_utc, to_utc_us, utc_now
 
 __all__ = [

@@ -54,7 +54,7 @@ whenever the window allows, and a window shorter than one episode starts at its 
 
 The state of ``n`` portfolios lives in :class:`PortfolioBatch` as arrays of shape ``[n]`` and
 ``[ticker, n]``. :class:`PortfolioTradingEnv` is a batch of one, and the batched VecEnv
-(:mod:`engine.vec_env`) is a batch of ``n_envs``: both run the very same NumPy operations in the
+(:mod:`engine.env.vec_env`) is a batch of ``n_envs``: both run the very same NumPy operations in the
 same order, which is why they agree bit for bit. C-contiguous ``features`` take a faster
 observation path (one gather per step); other layouts work, a little slower.
 

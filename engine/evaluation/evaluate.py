@@ -40,7 +40,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.distributions import MultiCategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 
-from engine.env import HOLD, N_ACTIONS, PortfolioBatch, PortfolioEnvConfig
+from engine.env.portfolio import HOLD, N_ACTIONS, PortfolioBatch, PortfolioEnvConfig
 from engine.errors import ConfigError, DataError
 
 __all__ = [

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from engine.errors import PloutosError
-from engine.runs import RunFolder
-from engine.threads import sanitized_env
+from engine.runs.folder import RunFolder
+from engine.system.threads import sanitized_env
 
 
 def ploutos_command(*args: str) -> list[str]:

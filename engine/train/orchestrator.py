@@ -40,9 +40,9 @@ import yaml
 from engine import atomic
 from engine.config import PloutosConfig, load_config
 from engine.errors import PloutosError
-from engine.folds import Fold
-from engine.runs import HEARTBEAT_S, EventLog, RunFolder, RunView, utc_stamp
-from engine.threads import memory_hint
+from engine.runs.folder import HEARTBEAT_S, EventLog, RunFolder, RunView, utc_stamp
+from engine.system.threads import memory_hint
+from engine.train.folds import Fold
 
 log = logging.getLogger("ploutos.trainer")
 
@@ -110,7 +110,7 @@ def _algorithm_class(name: str) -> type:
 
 
 def _env_config(cfg: PloutosConfig, rows: tuple[int, int], *, evaluation: bool = False):
-    from engine.env import PortfolioEnvConfig
+    from engine.env.portfolio import PortfolioEnvConfig
 
     return PortfolioEnvConfig(
         window_start=rows[0],
@@ -300,16 +300,16 @@ def train_member(
     ``task.member_dir``: ``model.zip``, ``normalizer.npz``, ``member.json`` (written last: its
     presence with a matching sha256 is what "finished" means on resume).
 
-    ``features``: an already attached :class:`~engine.features.FeatureSet` (e.g. arrays from
+    ``features``: an already attached :class:`~engine.features.compute.FeatureSet` (e.g. arrays from
     Ray's object store); default: memory-map ``task.features_path``. ``on_checkpoint(folder)``
     is called after each checkpoint is written (an executor without a shared filesystem ships
     it home from there).
     """
     import torch
 
-    from engine.features import fit_normalizer, open_features
-    from engine.hardware import HardwarePlan
-    from engine.vec_env import BatchedPortfolioVecEnv
+    from engine.env.vec_env import BatchedPortfolioVecEnv
+    from engine.features.compute import fit_normalizer, open_features
+    from engine.train.plan import HardwarePlan
 
     started = time.monotonic()
     cfg = PloutosConfig.model_validate(task.config)
@@ -436,10 +436,15 @@ def evaluate_fold(task: FoldTask, report: Report, should_stop: ShouldStop) -> di
 def _evaluate_fold(task: FoldTask, report: Report, should_stop: ShouldStop) -> dict[str, Any]:
     import torch
 
-    from engine.evaluate import EnsemblePolicy, bars_per_year, buy_and_hold, evaluate_policy
-    from engine.features import Normalizer, open_features
-    from engine.hardware import HardwarePlan
-    from engine.montecarlo import run_monte_carlo
+    from engine.evaluation.evaluate import (
+        EnsemblePolicy,
+        bars_per_year,
+        buy_and_hold,
+        evaluate_policy,
+    )
+    from engine.evaluation.montecarlo import run_monte_carlo
+    from engine.features.compute import Normalizer, open_features
+    from engine.train.plan import HardwarePlan
 
     def check_stop() -> None:
         if should_stop():
@@ -523,7 +528,7 @@ def worker_thread_report() -> dict[str, Any]:
     """Thread settings in effect in this process, as threadpoolctl and torch see them."""
     from threadpoolctl import threadpool_info
 
-    from engine.threads import THREAD_VARS
+    from engine.system.threads import THREAD_VARS
 
     pools = [
         {
@@ -618,13 +623,13 @@ def _mp_context() -> mp.context.BaseContext:
                 "torch._dynamo",
                 "stable_baselines3",
                 "sb3_contrib",
-                "engine.trainer",
-                "engine.features",
-                "engine.vec_env",
-                "engine.hardware",
-                "engine.evaluate",
-                "engine.montecarlo",
-                "engine.forkserver_init",
+                "engine.train.orchestrator",
+                "engine.features.compute",
+                "engine.env.vec_env",
+                "engine.train.plan",
+                "engine.evaluation.evaluate",
+                "engine.evaluation.montecarlo",
+                "engine.system.forkserver_init",
             ]
         )
         _CONTEXT = ctx
@@ -720,7 +725,7 @@ class LocalExecutor:
 def make_executor(cfg: PloutosConfig, plan: dict[str, Any], features_path: str) -> Any:
     """The executor the config asks for, sized by the plan."""
     if cfg.executor == "ray":
-        from engine.ray_executor import RayExecutor
+        from engine.train.executors.ray import RayExecutor
 
         return RayExecutor(
             int(plan["parallel_members"]),
@@ -905,7 +910,7 @@ class Trainer:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     def _run(self, events: EventLog, resumed: bool) -> int:
-        from engine.runs import replay
+        from engine.runs.folder import replay
 
         self._install_signals()
         if resumed:
@@ -977,7 +982,7 @@ class Trainer:
                     executor.submit(task)
             for kind, key, payload in executor.poll(timeout=0.5):
                 self._handle(events, kind, key, payload)
-            # heartbeat (engine.runs): a SIGSTOPped or hung trainer then shows as stalled
+            # heartbeat (engine.runs.folder): a SIGSTOPped or hung trainer then shows as stalled
             if time.monotonic() - self._status_written >= HEARTBEAT_S:
                 self.write_status()
         executor.close()
@@ -1077,7 +1082,7 @@ class Trainer:
 
     def write_summary(self) -> dict[str, Any]:
         """Every evaluated fold and the Monte Carlo statistics pooled over them."""
-        from engine.montecarlo import MonteCarloResult
+        from engine.evaluation.montecarlo import MonteCarloResult
 
         folds, pooled = [], []
         for fold in self.folds:
@@ -1147,7 +1152,7 @@ def plan_for(
 ) -> Any:
     """The hardware plan of a config (the one resolver, with this config's sizes); ``machine``
     defaults to this one, probed; ``hardware_file`` and ``force`` as in ``resolve_plan``."""
-    from engine.hardware import resolve_plan
+    from engine.train.plan import resolve_plan
 
     return resolve_plan(
         profile or cfg.hardware_profile,
@@ -1184,11 +1189,11 @@ def prepare_run(
     Every check that can fail (config, dataset, folds, plan, thread limits) runs before the folder
     exists, so a refused run leaves nothing behind.
     """
-    from engine.features import load_or_build_features
-    from engine.folds import walk_forward_folds
-    from engine.hardware import check_thread_limits
-    from engine.runs import default_runs_root, new_run_id, utc_stamp
-    from engine.threads import machine_threads, thread_limits
+    from engine.features.compute import load_or_build_features
+    from engine.runs.folder import default_runs_root, new_run_id, utc_stamp
+    from engine.system.threads import machine_threads, thread_limits
+    from engine.train.folds import walk_forward_folds
+    from engine.train.plan import check_thread_limits
 
     cfg = resolved_config(
         config_path,
@@ -1198,7 +1203,7 @@ def prepare_run(
         ray_address=ray_address,
     )
     if cfg.executor == "ray":
-        from engine.ray_executor import require_ray
+        from engine.train.executors.ray import require_ray
 
         require_ray()
     fs = load_or_build_features(cfg.dataset_path, cfg.features)
@@ -1243,7 +1248,7 @@ def run_training(folder: RunFolder, echo: Callable[[str], None] | None = None) -
     A run with no ``run_started`` event yet starts; any other continues: finished members and
     folds are kept, interrupted members continue from their last checkpoint.
     """
-    from engine.runs import read_events
+    from engine.runs.folder import read_events
 
     _setup_file_log(folder)
     events, _ = read_events(folder.events_path)

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.errors import ConfigError, DataError
-from engine.sources import alpaca
-from engine.store import (
+from engine.data.sources import alpaca
+from engine.data.store import (
     Manifest,
     SeriesEntry,
     SeriesKind,
@@ -38,12 +37,13 @@ from engine.store import (
     series_path,
     write_series,
 )
+from engine.errors import ConfigError, DataError
 from engine.timeutil import parse_utc, utc_now
 
 TIMEFRAME = "1h"
 SOURCE_ALPACA = "alpaca"
 
-# (symbol, start, end) -> store-schema frame; ``engine.sources.yahoo.fetch_macro`` fits.
+# (symbol, start, end) -> store-schema frame; ``engine.data.sources.yahoo.fetch_macro`` fits.
 MacroFetcher = Callable[[str, pd.Timestamp, pd.Timestamp], pd.DataFrame]
 
 
@@ -236,7 +236,7 @@ def build_alpaca(
     finished chunk and a covered range downloads nothing. With ``update`` stored tickers fetch
     only after their coverage (``start`` is then needed only for new tickers; ``tickers=None``
     means the stored ones). ``chunk``: ``"1Y"`` calendar years or e.g. ``"365D"``.
-    ``client_factory`` returns an :class:`~engine.sources.alpaca.AlpacaBars` (default: keys from
+    ``client_factory`` returns an :class:`~engine.data.sources.alpaca.AlpacaBars` (default: keys from
     the environment, ``base_url``). ``macro_fetcher(symbol, start, end)`` returns a store-schema
     frame for each of ``macro_symbols``, stored under ``macro/`` (``macro_source`` names it).
     ``progress`` receives a :class:`BuildProgress` after every finished step; an exception it
@@ -309,13 +309,13 @@ def build_yahoo(
     start at :30 and yfinance's ``auto_adjust=True`` adjusts for splits and dividends, recorded as
     ``adjustment="all"``. Yahoo may hand back a still-forming last row, so ``update`` refetches
     from the last stored row. ``fetcher(symbol, start, end)`` defaults to
-    ``engine.sources.yahoo.fetch_bars`` (imported lazily); ``macro_fetcher`` to its
+    ``engine.data.sources.yahoo.fetch_bars`` (imported lazily); ``macro_fetcher`` to its
     ``fetch_macro`` when ``macro_symbols`` are given.
     """
     _parse_chunk(chunk)
     now_ts = utc_now() if now is None else parse_utc(now)
     limit = min(parse_utc(end), now_ts) if end is not None else now_ts
-    from engine.sources import yahoo  # imports yfinance (slow) only when it fetches
+    from engine.data.sources import yahoo  # imports yfinance (slow) only when it fetches
 
     if start is not None:
         # Before the folder is opened: a request Yahoo cannot serve creates nothing.

@@ -18,10 +18,10 @@ from typing import Any
 
 
 def _run(config: Path, runs: Path, extra: list[str]) -> dict[str, Any]:
-    from engine.runs import list_runs, read_events
+    from engine.runs.folder import list_runs, read_events
 
     started = time.perf_counter()
-    from engine.jobs import ploutos_command
+    from engine.runs.jobs import ploutos_command
 
     proc = subprocess.run(
         ploutos_command("train", "--config", str(config), "--runs-dir", str(runs), *extra),
@@ -49,7 +49,7 @@ def _run(config: Path, runs: Path, extra: list[str]) -> dict[str, Any]:
 def bench_executor(
     config: str | Path = "config/demo.yaml", nodes: int = 2, cpus_per_node: int = 2
 ) -> dict[str, Any]:
-    from engine.ray_executor import require_ray
+    from engine.train.executors.ray import require_ray
 
     require_ray()
     from ray.cluster_utils import Cluster

@@ -1,0 +1,1 @@
+"""Benchmarks (`ploutos bench ...`), one module each; JSON out."""

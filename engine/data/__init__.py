@@ -1,0 +1,1 @@
+"""Market data: the Parquet store, sources, calendar, checks, macro alignment, builds."""

@@ -1,0 +1,1 @@
+"""Trading environments over the shared feature arrays: one env and the batched VecEnv."""

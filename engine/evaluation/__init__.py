@@ -1,0 +1,1 @@
+"""Out-of-sample evaluation of an ensemble and its Monte Carlo statistics."""

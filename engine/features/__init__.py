@@ -1,0 +1,1 @@
+"""Features computed once per dataset: indicators, the feature set, its cache."""

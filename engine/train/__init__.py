@@ -1,0 +1,1 @@
+"""Walk-forward training: folds, the hardware plan, units of work, the orchestrator."""

@@ -1,0 +1,1 @@
+"""Where units run: the local forkserver workers or a Ray cluster."""
