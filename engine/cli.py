@@ -794,13 +794,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    except (MemoryError, ImportError, OSError) as err:
+    except (MemoryError, ImportError, OSError, SystemError) as err:
         # Under a small `ulimit -v`, importing pyarrow or torch fails to map its libraries: say so
         # in one line instead of a traceback. Anything else of these kinds is a bug: re-raise.
         hint = "" if args.debug else memory_hint(err)
         if not hint:
             raise
-        print(f"ploutos: error: {type(err).__name__}: out of memory{hint}", file=sys.stderr)
+        print(f"ploutos: error: out of memory{hint}", file=sys.stderr)
         return 1
 
 

@@ -150,9 +150,14 @@ def memory_hint(err: BaseException) -> str:
     """A clause naming the address-space limit (``ulimit -v``) when ``err`` is an allocation
     failure and this process has such a limit, which is then almost surely the cause; else ""."""
     text = str(err).lower()
-    out_of_memory = isinstance(err, MemoryError) or (
-        isinstance(err, (ImportError, OSError))
-        and ("failed to map segment" in text or "cannot allocate memory" in text)
+    out_of_memory = (
+        isinstance(err, MemoryError)
+        or (
+            isinstance(err, (ImportError, OSError))
+            and ("failed to map segment" in text or "cannot allocate memory" in text)
+        )
+        # pyarrow's import, short of memory, can return an error without setting one
+        or (isinstance(err, SystemError) and "without exception set" in text)
     )
     soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
     if not out_of_memory or soft == resource.RLIM_INFINITY:

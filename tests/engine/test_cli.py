@@ -228,6 +228,6 @@ def test_a_too_small_ulimit_v_is_one_line_naming_the_limit(tmp_path):
     assert "Traceback" not in proc.stderr
     # (pyarrow's jemalloc may print its own complaint first; ours is the last line)
     assert proc.stderr.strip().splitlines()[-1:] == [
-        "ploutos: error: MemoryError: out of memory under the virtual memory limit "
+        "ploutos: error: out of memory under the virtual memory limit "
         "`ulimit -v 250000` (0.24 GiB); raise it (`ulimit -v unlimited`)"
     ]
