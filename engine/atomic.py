@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+"""Atomic file writes (a reader sees the old file or the new one, never half of one), and the one
+file checksum.
 
 Every write goes to a temporary file in the same folder, is flushed and fsync'ed, then renamed over
 the target (``os.replace`` is atomic on POSIX within one filesystem).
@@ -7,6 +8,7 @@ the target (``os.replace`` is atomic on POSIX within one filesystem).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -73,3 +75,12 @@ def write_with(target: str | os.PathLike[str], writer: Callable[[Path], None]) -
 def write_parquet(target: str | os.PathLike[str], frame: pd.DataFrame) -> None:
     """Atomically write ``frame`` as zstd Parquet (pyarrow)."""
     write_with(target, lambda tmp: frame.to_parquet(tmp, engine="pyarrow", compression="zstd"))
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (models and Parquet files can be big)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine import __version__
 from engine.errors import PloutosError
-from engine.system.threads import memory_hint
+from engine.system.limits import memory_hint
 
 DEFAULT_DEMO_DIR = Path("data/demo")
 BUILD_DESCRIPTION = """\
@@ -184,16 +185,17 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _threads(args: argparse.Namespace) -> int:
+    from engine.system import limits as machine
     from engine.system import threads
 
     if args.shell:
         print(threads.shell_exports(args.n))
         return 0
-    limits = threads.thread_limits()
+    limits = machine.thread_limits()
     print(
         json.dumps(
             {
-                "usable_cpus": threads.usable_cpus(),
+                "usable_cpus": machine.usable_cpus(),
                 "ulimit_u": limits.ulimit_u,
                 "pids_max": limits.pids_max,
                 "threads_max": limits.threads_max,
@@ -210,7 +212,8 @@ def _features_build(args: argparse.Namespace) -> int:
     import time
 
     from engine.config import load_config
-    from engine.features.compute import describe_drops, load_or_build_features
+    from engine.features.cache import load_or_build_features
+    from engine.features.drops import describe_drops
 
     cfg = load_config(args.config)
     started = time.perf_counter()
@@ -230,7 +233,7 @@ def _bench_env(args: argparse.Namespace) -> int:
     """Features (ours cold/warm vs ta) and env throughput over the real memory-mapped features."""
     from engine.bench.env import bench_env_steps
     from engine.bench.features import bench_features
-    from engine.features.compute import load_or_build_features
+    from engine.features.cache import load_or_build_features
 
     result: dict[str, object] = {"dataset": str(args.dir)}
     psar_tickers = 10**6 if args.ta_psar_all else 1
@@ -252,15 +255,9 @@ def _sanitize_threads() -> None:
     ``start_training.sh`` already exports the same variables; running ``ploutos train`` directly
     gets them here. If the libraries were loaded already (called in-process), limit them live.
     """
-    import os
+    from engine.system.threads import apply_in_process
 
-    from engine.system.threads import pool_settings
-
-    os.environ.update(pool_settings(1))
-    if "numpy" in sys.modules:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
+    apply_in_process(1)
 
 
 def _echo(line: str) -> None:
@@ -270,15 +267,13 @@ def _echo(line: str) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from engine.features.compute import load_or_build_features
-    from engine.train.orchestrator import observation_size, plan_for, resolved_config
     from engine.train.plan import format_plan
+    from engine.train.prepare import dataset_observation_size, plan_for, resolved_config
 
     cfg = resolved_config(args.config, ensemble=args.ensemble)
     obs_size = args.obs_size
-    if obs_size is None and (Path(cfg.dataset_path) / "manifest.json").exists():
-        fs = load_or_build_features(cfg.dataset_path, cfg.features)
-        obs_size = observation_size(cfg, fs.features.shape)
+    if obs_size is None:
+        obs_size = dataset_observation_size(cfg)
     machine = None
     if args.assume:
         from engine.train.plan import assumed_machine
@@ -295,9 +290,9 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _folds(args: argparse.Namespace) -> int:
-    from engine.features.compute import load_or_build_features
+    from engine.features.cache import load_or_build_features
     from engine.train.folds import format_folds, walk_forward_folds
-    from engine.train.orchestrator import resolved_config
+    from engine.train.prepare import resolved_config
 
     cfg = resolved_config(args.config)
     fs = load_or_build_features(cfg.dataset_path, cfg.features)
@@ -319,7 +314,7 @@ def _detach(folder) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     _sanitize_threads()
-    from engine.train.orchestrator import prepare_run, run_training
+    from engine.train.prepare import prepare_run, run_training
 
     folder = prepare_run(
         args.config,
@@ -342,7 +337,7 @@ def _train(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     _sanitize_threads()
     from engine.runs.folder import resolve_run
-    from engine.train.orchestrator import run_training
+    from engine.train.prepare import run_training
 
     folder = resolve_run(args.run, args.runs_dir)
     state = folder.state()
@@ -438,7 +433,8 @@ def _runs(args: argparse.Namespace) -> int:
 
 @_pipe_safe
 def _status(args: argparse.Namespace) -> int:
-    from engine.runs.folder import replay, resolve_run
+    from engine.runs.folder import resolve_run
+    from engine.runs.view import replay
 
     folder = resolve_run(args.run, args.runs_dir)
     view = replay(folder)
@@ -801,7 +797,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hint:
             raise
         print(f"ploutos: error: out of memory{hint}", file=sys.stderr)
-        return 1
+        sys.stderr.flush()
+        sys.stdout.flush()
+        # A C library left half-loaded by the failed allocation (pyarrow's jemalloc) can crash
+        # the interpreter's teardown; nothing is left to clean up, so leave without it.
+        os._exit(1)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import ConfigError
-from engine.features.compute import FeatureConfig
+from engine.features.schema import FeatureConfig
 from engine.yamlio import (  # noqa: F401  (re-exported: the one YAML reader)
     MAX_YAML_DEPTH,
     MAX_YAML_EXPANDED_NODES,

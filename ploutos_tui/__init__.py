@@ -1,1 +1,2 @@
-"""Ploutos control panel (Textual). Imports the engine; the engine never imports this package."""
+"""Ploutos control panel (Textual). Enters the engine only through engine.api (and engine.errors);
+the engine never imports this package."""

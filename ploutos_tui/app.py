@@ -26,7 +26,7 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Button, Input, OptionList, Static
 
-from engine import __version__
+from engine.api import __version__
 from ploutos_tui.screens.modal import PanelModal
 
 # Written (UNIX time of the first frame that shows a hardware sample) when set: `ploutos bench
@@ -177,15 +177,15 @@ class PloutosApp(App[None]):
         start_screen: str = "hardware",
     ) -> None:
         super().__init__()
-        from engine.runs.folder import default_runs_root
-        from ploutos_tui.runs_model import RunsWatcher
+        from engine.api import default_runs_root
+        from ploutos_tui.model.runs import RunsWatcher
 
         self.config = Path(config)
         self.runs_root = Path(runs_root) if runs_root else default_runs_root()
         self.dataset = Path(dataset) if dataset else dataset_of(self.config)
         self.watcher = watcher if watcher is not None else RunsWatcher(self.runs_root)
         if sampler is None:
-            from ploutos_tui.sampling import HardwareSampler
+            from ploutos_tui.model.sampling import HardwareSampler
 
             sampler = HardwareSampler(jobs=self.watcher.job_pids)
         self.sampler = sampler

@@ -50,7 +50,7 @@ def _start_children(n: int, threads: int) -> list[subprocess.Popen[bytes]]:
 def _fake_run(root: Path, stop: threading.Event) -> threading.Thread:
     """A run folder owned by this process (it holds the lock, its pid is in the status) whose
     events grow like a training run's: several progress lines a second."""
-    from engine.runs.folder import EventLog, RunFolder
+    from engine.api import EventLog, RunFolder
 
     folder = RunFolder(root / "20260101-000000-bench-0000").create()
     folder.config_path.write_text("dataset_path: data/demo\n")

@@ -1,7 +1,7 @@
 """Environment throughput benchmark: batched VecEnv vs single envs, on the same arrays, in one run.
 
 ``bench_env_steps`` returns a JSON-ready dict; ``ploutos bench env --json`` runs it over the real
-memory-mapped features. ``synthetic_market`` makes random arrays of a given shape for tests.
+memory-mapped features (tests pass :func:`engine.bench.markets.synthetic_market`).
 """
 
 from __future__ import annotations
@@ -20,19 +20,6 @@ from engine.env.portfolio import PortfolioEnvConfig, PortfolioTradingEnv
 from engine.env.vec_env import BatchedPortfolioVecEnv
 
 _N_ACTION_SETS = 64  # pre-generated action batches, cycled through in timed loops
-
-
-def synthetic_market(
-    n_bars: int = 50_000, n_tickers: int = 15, n_features: int = 40, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Random arrays of the production shape: ``features: float32[time, ticker, feature]``
-    (standard normal) and ``prices: float64[time, ticker]`` (random walks, 1 % hourly vol)."""
-    rng = np.random.default_rng(seed)
-    features = rng.standard_normal((n_bars, n_tickers, n_features), dtype=np.float32)
-    prices = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, (n_bars, n_tickers)), axis=0))
-    features.flags.writeable = False
-    prices.flags.writeable = False
-    return features, prices
 
 
 def _timed_rate(step: Callable[[int], None], steps_per_call: int, seconds: float) -> float:

@@ -18,7 +18,8 @@ from typing import Any
 
 
 def _run(config: Path, runs: Path, extra: list[str]) -> dict[str, Any]:
-    from engine.runs.folder import list_runs, read_events
+    from engine.runs.events import read_events
+    from engine.runs.folder import list_runs
 
     started = time.perf_counter()
     from engine.runs.jobs import ploutos_command

@@ -20,14 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.features.compute import (
-    CACHE_DIRNAME,
-    FeatureConfig,
-    _mp_context,
-    _ticker_block,
-    load_or_build_features,
-)
-from engine.system.threads import usable_cpus
+from engine.features.cache import CACHE_DIRNAME, load_or_build_features
+from engine.features.compute import _ticker_block
+from engine.features.schema import FeatureConfig
+from engine.system.limits import usable_cpus
+from engine.system.procs import pool_context
 
 __all__ = ["BENCH_CONFIG", "bench_features", "make_bench_dataset"]
 
@@ -141,18 +138,21 @@ def bench_features(
       all runs in this process: the first (``features_cold_first_s``) also loads the NYSE calendar,
       later ones reuse it as a training process building several feature sets would;
     - ``features_cold_serial_s``: the same with one process (the 1-CPU fallback);
-    - ``features_warm_s``: the same call with the cache present (manifest, key, memory map attach);
+    - ``features_warm_s``: the same call with the cache present (manifest, hashes, key, memory map
+      attach);
+    - ``verify_hashes_s``: of which hashing every file against the manifest (what refuses a file
+      replaced after the build), and ``dataset_parquet_bytes`` it reads;
     - ``ours_indicators_serial_s``: our per-ticker indicators, all tickers, one process;
     - ``ta_reference_without_psar_s``: ``ta``'s classes for the indicators it has (RSI, MACD,
       Bollinger, ATR, ADX, OBV), all tickers, one process, one run;
     - ``ta_psar_s`` over ``ta_psar_tickers_timed`` tickers (``ta`` loops in Python: ~10-50 s per
       50,000 bars), and ``ours_psar_s`` on the same tickers.
     """
-    from engine.data.store import Dataset
+    from engine.data.store import Dataset, manifest_path, series_path
 
     root = Path(dataset_root)
     created = False
-    if not (root / "manifest.json").exists():
+    if not manifest_path(root).exists():
         t0 = time.perf_counter()
         make_bench_dataset(root, n_tickers, n_bars)
         created = True
@@ -183,6 +183,8 @@ def bench_features(
     median_meta = cold_meta[cold_all.index(cold_s)] if cold_s in cold_all else cold_meta[-1]
     warm_s, warm_all = _median_time(lambda: load_or_build_features(root, cfg), max(repeats, 5))
 
+    verify_s, _ = _median_time(lambda: dataset.verified_hashes(dataset.tickers), max(repeats, 5))
+    parquet_bytes = sum(series_path(root, t).stat().st_size for t in dataset.tickers)
     frames = {t: dataset.bars(t) for t in dataset.tickers}
     arrays = {
         t: tuple(f[k].to_numpy(dtype=np.float64) for k in ("high", "low", "close", "volume"))
@@ -223,7 +225,7 @@ def bench_features(
         "feature_bytes": int(fs.features.nbytes),
         "usable_cpus": usable_cpus(),
         "workers": workers if workers is not None else min(len(frames), usable_cpus()),
-        "start_method": _mp_context().get_start_method(),
+        "start_method": pool_context().get_start_method(),
         "repeats": repeats,
         "features_cold_s": round(cold_s, 4),
         "features_cold_runs_s": [round(x, 4) for x in cold_all],
@@ -238,6 +240,8 @@ def bench_features(
         "features_cold_serial_runs_s": [round(x, 4) for x in serial_all],
         "features_warm_s": round(warm_s, 5),
         "features_warm_runs_s": [round(x, 5) for x in warm_all],
+        "verify_hashes_s": round(verify_s, 5),
+        "dataset_parquet_bytes": parquet_bytes,
         "ours_indicators_serial_s": round(ours_s, 4),
         "ta_reference_without_psar_s": round(ta_no_psar_s, 4),
         "ta_reference_indicators": "rsi macd(3) bollinger(pband,wband) atr adx(3) obv",

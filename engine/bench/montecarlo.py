@@ -4,26 +4,35 @@
 synthetic market (random-walk prices, standard normal features) and an ensemble of freshly
 initialised members: throughput does not depend on the weights, so no training is needed. Both
 runs use the same plan (same seed), so the naive run's simulations are the first ones of the
-batched run, and the dict says whether their results agree.
+batched run, and the dict says whether their results agree. :func:`run_monte_carlo_naive`, the
+per-simulation reference implementation, lives here too (tests check the batched run against it).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from engine.bench.env import synthetic_market
+from engine.bench.markets import synthetic_market
 from engine.config import MonteCarloConfig
-from engine.env.portfolio import PortfolioEnvConfig
+from engine.env.portfolio import PortfolioEnvConfig, PortfolioTradingEnv
 from engine.env.vec_env import BatchedPortfolioVecEnv
 from engine.errors import ConfigError
-from engine.evaluation.evaluate import EnsemblePolicy, Vote
-from engine.evaluation.montecarlo import MonteCarloResult, run_monte_carlo, run_monte_carlo_naive
+from engine.evaluation.evaluate import (
+    EnsemblePolicy,
+    Vote,
+    distribution_probs,
+    is_recurrent,
+    majority_vote,
+    mean_prob_vote,
+)
+from engine.evaluation.montecarlo import MonteCarloResult, run_monte_carlo, simulation_setup
 
 # Six months of regular-session hourly bars: ~126 trading days x 7 bars.
 DEFAULT_WINDOW_BARS = 882
@@ -75,7 +84,7 @@ def bench_montecarlo(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Time :func:`engine.evaluation.montecarlo.run_monte_carlo` (``simulations`` at once) against
-    :func:`engine.evaluation.montecarlo.run_monte_carlo_naive` (its first ``naive_simulations``).
+    :func:`run_monte_carlo_naive` (its first ``naive_simulations``).
 
     Args:
         simulations: simulations of the batched run.
@@ -167,3 +176,91 @@ def bench_montecarlo(
         "note": "medians over repeats; the naive run covers the first naive_simulations "
         "simulations of the same plan",
     }
+
+
+def _member_output(
+    model: BaseAlgorithm,
+    obs: np.ndarray,
+    state: Any,
+    episode_start: bool,
+    vote: Vote,
+) -> tuple[np.ndarray, Any]:
+    """One member's deterministic action ``[1, ticker]`` (``vote="majority"``, through
+    ``model.predict``) or action probabilities ``[1, ticker, 3]`` for one observation."""
+    if vote == "majority":
+        if is_recurrent(model):
+            actions, state = model.predict(
+                obs, state=state, episode_start=np.array([episode_start]), deterministic=True
+            )
+        else:
+            actions, _ = model.predict(obs, deterministic=True)
+        return np.asarray(actions).reshape(1, -1), state
+    policy = model.policy
+    policy.set_training_mode(False)
+    with torch.no_grad():
+        obs_t = torch.as_tensor(obs.reshape(1, -1), device=policy.device)
+        if is_recurrent(model):
+            if state is None:
+                layers, _, hidden = policy.lstm_hidden_state_shape
+                zeros = torch.zeros((layers, 1, hidden), device=policy.device)
+                state = (zeros, zeros.clone())
+            starts = torch.tensor([float(episode_start)], device=policy.device)
+            dist, state = policy.get_distribution(obs_t, state, starts)
+        else:
+            dist = policy.get_distribution(obs_t)
+        return distribution_probs(dist).cpu().numpy(), state
+
+
+def run_monte_carlo_naive(
+    models: Sequence[BaseAlgorithm],
+    features: np.ndarray,
+    prices: np.ndarray,
+    tradable: np.ndarray | None,
+    rows: tuple[int, int],
+    env_config: PortfolioEnvConfig,
+    mc: MonteCarloConfig,
+    seed: int | None = None,
+    vote: Vote = "majority",
+    limit: int | None = None,
+) -> MonteCarloResult:
+    """The naive reference: the per-simulation loop :func:`run_monte_carlo` replaces, one
+    :class:`engine.env.portfolio.PortfolioTradingEnv`, one simulation after another, each step one
+    ``model.predict`` per member (``vote="mean_prob"``: one ``get_distribution`` per member)
+    on one observation, combined by the same vote as :class:`EnsemblePolicy`.
+
+    Runs the same plan as :func:`run_monte_carlo` for the same ``mc`` and ``seed``, so it gives
+    the same results (up to the members' float rounding at batch size 1 vs ``n``, which can
+    flip an action only when two are within rounding of a tie). ``limit`` runs only the first
+    ``limit`` simulations of that plan (the baseline is slow).
+    """
+    EnsemblePolicy(models, vote)  # the same checks on the members
+    plan, config = simulation_setup(features, rows, env_config, mc, seed)
+    count = mc.simulations if limit is None else min(limit, mc.simulations)
+    env = PortfolioTradingEnv(features, prices, config, tradable=tradable)
+    v0 = config.initial_equity
+    final = np.empty(count)
+    max_dd = np.empty(count)
+    for i in range(count):
+        length = int(plan.lengths[i])
+        obs, _ = env.reset(options={"index_path": plan.paths[i, : length + 1]})
+        env.batch.set_cost_multipliers(plan.cost_multipliers[i : i + 1])
+        states: list[Any] = [None] * len(models)
+        peak, worst, equity = v0, 0.0, v0
+        for k in range(length):
+            outputs = []
+            for j, model in enumerate(models):
+                output, states[j] = _member_output(model, obs, states[j], k == 0, vote)
+                outputs.append(output)
+            combined = majority_vote(outputs) if vote == "majority" else mean_prob_vote(outputs)
+            obs, _, _, _, info = env.step(combined[0])
+            equity = info["equity"]
+            peak = max(peak, equity)
+            worst = max(worst, 1.0 - equity / peak)
+        final[i] = equity / v0 - 1.0
+        max_dd[i] = worst
+    return MonteCarloResult(
+        final_returns=final,
+        max_drawdowns=max_dd,
+        lengths=plan.lengths[:count],
+        cost_multipliers=plan.cost_multipliers[:count],
+    )

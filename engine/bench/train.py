@@ -46,11 +46,12 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from engine.bench.env import synthetic_market
+from engine.bench.markets import synthetic_market
 from engine.env.portfolio import PortfolioEnvConfig, PortfolioTradingEnv
 from engine.env.vec_env import BatchedPortfolioVecEnv
 from engine.errors import ConfigError
-from engine.system.threads import pool_settings, usable_cpus
+from engine.system.limits import usable_cpus
+from engine.system.threads import pool_settings
 
 __all__ = ["LAYOUTS", "START_METHOD", "bench_train"]
 

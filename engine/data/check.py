@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from engine.atomic import file_sha256
 from engine.data import calendar, store
 from engine.data.store import SeriesEntry, SeriesKind
 from engine.errors import DataError
@@ -645,7 +646,7 @@ def _entry_findings(root: Path, symbol: str, entry: SeriesEntry) -> tuple[list[F
                 (entry.file,),
             )
         ], False
-    if store.file_sha256(path) != entry.sha256:
+    if file_sha256(path) != entry.sha256:
         return [
             Finding(
                 "error",

@@ -29,6 +29,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine import __version__, atomic
+from engine.atomic import file_sha256
 from engine.errors import DataError
 from engine.timeutil import to_utc_us, utc_now
 
@@ -147,14 +148,6 @@ def numeric_column(values: pd.Series, *, where: str, column: str, index: pd.Inde
             f"at {index[pos]}; fix or remove that row"
         )
     return numeric.to_numpy(dtype="float64", na_value=np.nan)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_series(

@@ -9,9 +9,10 @@ next-bar returns ``price[b + 1] / price[b]``, so cross-ticker structure stays in
 :func:`run_monte_carlo` steps all ``mc.simulations`` portfolios as one
 :class:`engine.env.portfolio.PortfolioBatch` (``index_paths``, per-portfolio cost rates) and asks the
 ensemble for all their actions in one batched call per member per step.
-:func:`run_monte_carlo_naive` is the per-simulation loop it replaces (one gym env, one
-``model.predict`` per member per step), kept as the benchmark's baseline and as a check: for the
-same seed both draw the same plan (lengths, cost multipliers, paths) and give the same results.
+:func:`engine.bench.montecarlo.run_monte_carlo_naive` is the per-simulation loop it replaces (one
+gym env, one ``model.predict`` per member per step), kept as the benchmark's baseline and as a
+check: for the same seed both draw the same plan (:func:`simulation_setup`) and give the same
+results.
 
 The plan, for a test window ``rows = (start, stop)`` (bars ``start .. stop - 1``): the bars acted
 on are ``lo = max(start, lookback - 1)`` .. ``hi - 1`` with ``hi = stop - 1`` (the next-bar return
@@ -35,13 +36,11 @@ import numpy as np
 
 from engine import atomic
 from engine.config import MonteCarloConfig
-from engine.env.portfolio import PortfolioBatch, PortfolioEnvConfig, PortfolioTradingEnv
+from engine.env.portfolio import PortfolioBatch, PortfolioEnvConfig
 from engine.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from stable_baselines3.common.base_class import BaseAlgorithm
-
-    from engine.evaluation.evaluate import Policy, Vote
+    from engine.evaluation.evaluate import Policy
 
 # torch, SB3 and engine.evaluation.evaluate are imported where simulations run: the results and their
 # statistics (what the trainer pools at the end of a run) need NumPy only.
@@ -52,7 +51,7 @@ __all__ = [
     "MonteCarloStats",
     "plan_monte_carlo",
     "run_monte_carlo",
-    "run_monte_carlo_naive",
+    "simulation_setup",
     "stationary_bootstrap_paths",
 ]
 
@@ -255,6 +254,20 @@ def _mc_env_config(
     return replace(env_config, window_start=int(rows[0]), window_end=stop, ruin_fraction=0.0)
 
 
+def simulation_setup(
+    features: np.ndarray,
+    rows: tuple[int, int],
+    env_config: PortfolioEnvConfig,
+    mc: MonteCarloConfig,
+    seed: int | None = None,
+) -> tuple[MonteCarloPlan, PortfolioEnvConfig]:
+    """The plan of the simulations on the test bars ``rows`` (module docstring) and the env
+    config they run with (the test window, ruin disabled). Any runner of the same plan, e.g. the
+    naive reference in :mod:`engine.bench.montecarlo`, starts here."""
+    _, lo, hi = _window(features, rows, env_config)
+    return plan_monte_carlo(lo, hi, mc, seed), _mc_env_config(env_config, rows, hi + 1)
+
+
 def run_monte_carlo(
     policy: Policy,
     features: np.ndarray,
@@ -271,10 +284,8 @@ def run_monte_carlo(
     Every simulation is stepped ``max(L)`` times (one ``policy.act`` for all of them per step);
     each one's result is read at its own step ``L_i``, later steps are ignored.
     """
-    _, lo, hi = _window(features, rows, env_config)
-    plan = plan_monte_carlo(lo, hi, mc, seed)
+    plan, config = simulation_setup(features, rows, env_config, mc, seed)
     n = mc.simulations
-    config = _mc_env_config(env_config, rows, hi + 1)
     batch = PortfolioBatch(features, prices, config, n, index_paths=plan.paths, tradable=tradable)
     batch.set_cost_multipliers(plan.cost_multipliers)
     batch.reset_rows(np.arange(n, dtype=np.int64), None)
@@ -306,100 +317,4 @@ def run_monte_carlo(
         max_drawdowns=max_dd,
         lengths=lengths,
         cost_multipliers=plan.cost_multipliers,
-    )
-
-
-def _member_output(
-    model: BaseAlgorithm,
-    obs: np.ndarray,
-    state: Any,
-    episode_start: bool,
-    vote: Vote,
-) -> tuple[np.ndarray, Any]:
-    """One member's deterministic action ``[1, ticker]`` (``vote="majority"``, through
-    ``model.predict``) or action probabilities ``[1, ticker, 3]`` for one observation."""
-    import torch
-
-    from engine.evaluation.evaluate import distribution_probs, is_recurrent
-
-    if vote == "majority":
-        if is_recurrent(model):
-            actions, state = model.predict(
-                obs, state=state, episode_start=np.array([episode_start]), deterministic=True
-            )
-        else:
-            actions, _ = model.predict(obs, deterministic=True)
-        return np.asarray(actions).reshape(1, -1), state
-    policy = model.policy
-    policy.set_training_mode(False)
-    with torch.no_grad():
-        obs_t = torch.as_tensor(obs.reshape(1, -1), device=policy.device)
-        if is_recurrent(model):
-            if state is None:
-                layers, _, hidden = policy.lstm_hidden_state_shape
-                zeros = torch.zeros((layers, 1, hidden), device=policy.device)
-                state = (zeros, zeros.clone())
-            starts = torch.tensor([float(episode_start)], device=policy.device)
-            dist, state = policy.get_distribution(obs_t, state, starts)
-        else:
-            dist = policy.get_distribution(obs_t)
-        return distribution_probs(dist).cpu().numpy(), state
-
-
-def run_monte_carlo_naive(
-    models: Sequence[BaseAlgorithm],
-    features: np.ndarray,
-    prices: np.ndarray,
-    tradable: np.ndarray | None,
-    rows: tuple[int, int],
-    env_config: PortfolioEnvConfig,
-    mc: MonteCarloConfig,
-    seed: int | None = None,
-    vote: Vote = "majority",
-    limit: int | None = None,
-) -> MonteCarloResult:
-    """The per-simulation loop :func:`run_monte_carlo` replaces: one
-    :class:`engine.env.portfolio.PortfolioTradingEnv`, one simulation after another, each step one
-    ``model.predict`` per member (``vote="mean_prob"``: one ``get_distribution`` per member)
-    on one observation, combined by the same vote as :class:`EnsemblePolicy`.
-
-    Runs the same plan as :func:`run_monte_carlo` for the same ``mc`` and ``seed``, so it gives
-    the same results (up to the members' float rounding at batch size 1 vs ``n``, which can
-    flip an action only when two are within rounding of a tie). ``limit`` runs only the first
-    ``limit`` simulations of that plan (the baseline is slow).
-    """
-    from engine.evaluation.evaluate import EnsemblePolicy, majority_vote, mean_prob_vote
-
-    EnsemblePolicy(models, vote)  # the same checks on the members
-    _, lo, hi = _window(features, rows, env_config)
-    plan = plan_monte_carlo(lo, hi, mc, seed)
-    count = mc.simulations if limit is None else min(limit, mc.simulations)
-    config = _mc_env_config(env_config, rows, hi + 1)
-    env = PortfolioTradingEnv(features, prices, config, tradable=tradable)
-    v0 = config.initial_equity
-    final = np.empty(count)
-    max_dd = np.empty(count)
-    for i in range(count):
-        length = int(plan.lengths[i])
-        obs, _ = env.reset(options={"index_path": plan.paths[i, : length + 1]})
-        env.batch.set_cost_multipliers(plan.cost_multipliers[i : i + 1])
-        states: list[Any] = [None] * len(models)
-        peak, worst, equity = v0, 0.0, v0
-        for k in range(length):
-            outputs = []
-            for j, model in enumerate(models):
-                output, states[j] = _member_output(model, obs, states[j], k == 0, vote)
-                outputs.append(output)
-            combined = majority_vote(outputs) if vote == "majority" else mean_prob_vote(outputs)
-            obs, _, _, _, info = env.step(combined[0])
-            equity = info["equity"]
-            peak = max(peak, equity)
-            worst = max(worst, 1.0 - equity / peak)
-        final[i] = equity / v0 - 1.0
-        max_dd[i] = worst
-    return MonteCarloResult(
-        final_returns=final,
-        max_drawdowns=max_dd,
-        lengths=plan.lengths[:count],
-        cost_multipliers=plan.cost_multipliers[:count],
     )

@@ -1,10 +1,7 @@
-"""Features computed once per dataset and configuration, cached on disk, memory-mapped by everyone.
+"""The feature arrays of a dataset: per-ticker indicators, calendar and macro columns on one time axis.
 
-The seed's lesson 5: 256 environments each computing RSI, MACD... for 15 tickers x 50,000 bars kept
-the CPUs at 100 % for minutes. Here the main process builds ``float32[time, ticker, feature]`` once,
-writes it under ``<dataset>/.features/<key>/`` as raw ``.npy`` files, and every later process
-attaches to them with ``np.load(mmap_mode="r")``: no recompute, no copy, read-only pages shared
-through the OS page cache.
+:func:`build_feature_set` assembles them in memory (the per-ticker work in a process pool);
+:mod:`engine.features.cache` stores them once and memory-maps them for every later process.
 
 Per ticker (:func:`compute_ticker_features`), the feature row of bar ``t`` depends only on bars
 ``<= t`` and on macro values visible at the close of bar ``t`` (:func:`engine.data.macro.align_to_ticker`):
@@ -39,26 +36,14 @@ from an absurd price; ``shared`` = calendar/macro features undefined). The build
 after the warm-up, or when any of the dataset's last rows would be dropped: one bad bar must not
 silently move the end of the data (and so every test fold) back by months.
 
-Cache key = sha256 of (the sha256 of every Parquet file read, as hashed on disk and verified
-against the manifest; feature config without normalisation; :data:`FEATURE_CODE_VERSION`; tickers).
-A file swapped after the build is refused before anything is built or attached, and features are
-never cached under the key of bytes they were not computed from. Bump :data:`FEATURE_CODE_VERSION`
+The cache key (:mod:`engine.features.cache`) includes :data:`FEATURE_CODE_VERSION`: bump it
 whenever a formula changes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import math
-import multiprocessing as mp
-import os
-import shutil
-import sys
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -67,179 +52,34 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engine import atomic
-from engine.errors import ConfigError, DataError
+from engine.errors import DataError
 from engine.features import indicators
-from engine.system.threads import apply_in_process, usable_cpus
+from engine.features.drops import drop_report, refuse_drops
+from engine.features.schema import (
+    CALENDAR_FEATURES,
+    FeatureConfig,
+    macro_columns,
+    parse_feature_config,
+    ticker_feature_names,
+)
+from engine.system.limits import usable_cpus
+from engine.system.procs import pool_context
+from engine.system.threads import apply_in_process
 from engine.timeutil import NEW_YORK, to_utc_us, utc_now
 
 __all__ = [
-    "CACHE_DIRNAME",
     "FEATURE_CODE_VERSION",
-    "FeatureConfig",
     "FeatureSet",
-    "NormalizationConfig",
-    "Normalizer",
     "align_macro_features",
     "build_feature_set",
-    "cache_dir",
     "compute_ticker_features",
-    "feature_key",
-    "feature_names",
-    "describe_drops",
-    "fit_normalizer",
-    "inputs_checksum",
-    "load_or_build_features",
     "macro_daily_features",
-    "open_features",
-    "parse_feature_config",
     "select_session",
-    "ticker_feature_names",
 ]
 
 FEATURE_CODE_VERSION = 2  # 2: exact rolling mean/std (flat windows exactly 0)
 """Part of the cache key: bump it when any feature formula or the assembly policy changes."""
-
-CACHE_DIRNAME = ".features"
-_ARRAYS = ("features", "prices", "timestamps", "tradable")
-_META = "meta.json"
-CALENDAR_FEATURES: tuple[str, ...] = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration
-# --------------------------------------------------------------------------------------------
-
-
-class NormalizationConfig(BaseModel):
-    """How :func:`fit_normalizer` scales features (fitted on a train window only)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: Literal["robust", "zscore"] = "robust"
-    """``robust``: median and IQR / 1.349 (equals the std for Gaussian data, ignores fat tails);
-    ``zscore``: mean and standard deviation."""
-    clip: float = Field(default=5.0, gt=0)
-    """Normalised values are clipped to ``[-clip, clip]``."""
-
-
-class FeatureConfig(BaseModel):
-    """The ``features:`` section of a training YAML. Windows and horizons are in bars."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    session: Literal["regular", "extended", "all"] = "regular"
-    """Bars used: ``regular`` (bars overlapping 09:30-16:00 New York, 7 a day), ``extended``
-    (04:00-20:00 too), ``all`` (every stored bar, off-session prints included)."""
-    return_horizons: tuple[int, ...] = (1, 3, 7, 35)
-    volatility_windows: tuple[int, ...] = (7, 35)
-    rsi_window: int = Field(default=14, ge=2)
-    macd_fast: int = Field(default=12, ge=1)
-    macd_slow: int = Field(default=26, ge=2)
-    macd_signal: int = Field(default=9, ge=1)
-    bollinger_window: int = Field(default=20, ge=2)
-    bollinger_std: float = Field(default=2.0, gt=0)
-    atr_window: int = Field(default=14, ge=1)
-    adx_window: int = Field(default=14, ge=2)
-    obv_window: int = Field(default=35, ge=1)
-    volume_window: int = Field(default=35, ge=2)
-    psar_step: float = Field(default=0.02, gt=0, le=1)
-    psar_max_step: float = Field(default=0.2, gt=0, le=1)
-    calendar: bool = True
-    """Hour-of-day and day-of-week (America/New_York) on sin/cos circles."""
-    macro: tuple[str, ...] | None = None
-    """Macro series to use; ``None`` = every macro series of the dataset, ``[]`` = none."""
-    macro_change_days: tuple[int, ...] = (1, 5)
-    warmup_bars: int = Field(default=250, ge=0)
-    """Each ticker's first ``warmup_bars`` bars are not used (EWM indicators still remember their
-    start there); rows where some feature is undefined are dropped anyway."""
-    max_stale_bars: int = Field(default=3, ge=0)
-    """A ticker missing a bar carries its last bar forward for at most this many rows."""
-    max_dropped_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
-    """Largest share (0-1) of the rows after the warm-up that gaps or undefined features may drop
-    before the build refuses; dropping any of the dataset's last rows is always refused."""
-    normalization: NormalizationConfig = NormalizationConfig()
-
-    @field_validator("return_horizons", "volatility_windows", "macro_change_days")
-    @classmethod
-    def _positive_unique(cls, values: tuple[int, ...]) -> tuple[int, ...]:
-        if any(v < 1 for v in values):
-            raise ValueError("every value must be >= 1 (bars or days)")
-        if len(set(values)) != len(values):
-            raise ValueError("values must be unique")
-        return tuple(values)
-
-    @field_validator("volatility_windows")
-    @classmethod
-    def _vol_windows(cls, values: tuple[int, ...]) -> tuple[int, ...]:
-        if any(v < 2 for v in values):
-            raise ValueError("volatility windows need at least 2 returns")
-        return values
-
-    @field_validator("macro")
-    @classmethod
-    def _symbols(cls, values: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if values is None:
-            return None
-        out = tuple(dict.fromkeys(v.strip().upper() for v in values if v.strip()))
-        return out
-
-    @model_validator(mode="after")
-    def _consistent(self) -> FeatureConfig:
-        if self.macd_fast >= self.macd_slow:
-            raise ValueError(f"macd_fast ({self.macd_fast}) must be < macd_slow ({self.macd_slow})")
-        if self.psar_step > self.psar_max_step:
-            raise ValueError(
-                f"psar_step ({self.psar_step}) must be <= psar_max_step ({self.psar_max_step})"
-            )
-        return self
-
-    def cache_identity(self) -> dict[str, Any]:
-        """The fields that change the cached arrays (normalisation is applied later, not cached)."""
-        return self.model_dump(mode="json", exclude={"normalization"})
-
-
-def parse_feature_config(
-    raw: FeatureConfig | Mapping[str, Any] | None, where: str = "features"
-) -> FeatureConfig:
-    """``FeatureConfig`` from the YAML's ``features:`` mapping, or a one-line ``ConfigError``."""
-    if isinstance(raw, FeatureConfig):
-        return raw
-    try:
-        return FeatureConfig.model_validate(dict(raw or {}))
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join([where, *(str(p) for p in first["loc"])])
-        if first["type"] == "extra_forbidden":
-            raise ConfigError(f"unknown key {key!r}; remove it or check its spelling") from None
-        raise ConfigError(f"key {key!r}: {first['msg']}") from None
-
-
-def ticker_feature_names(cfg: FeatureConfig) -> tuple[str, ...]:
-    """Names of the indicator features computed from one ticker's own bars, in column order."""
-    names = [f"ret_{h}" for h in cfg.return_horizons]
-    names += [f"vol_{w}" for w in cfg.volatility_windows]
-    names += ["rsi", "macd", "macd_signal", "macd_diff", "bb_pos", "bb_width", "atr"]
-    names += ["adx", "adx_pos", "adx_neg", "obv_flow", "volume_z", "psar_dist", "psar_trend"]
-    return tuple(names)
-
-
-def macro_feature_names(cfg: FeatureConfig, symbols: Sequence[str]) -> tuple[str, ...]:
-    """``<SYMBOL>_level`` and ``<SYMBOL>_chg<d>d`` per macro symbol, in column order."""
-    cols = _macro_columns(cfg)
-    return tuple(f"{sym}_{col}" for sym in symbols for col in cols)
-
-
-def feature_names(cfg: FeatureConfig, macro_symbols: Sequence[str] = ()) -> tuple[str, ...]:
-    """All feature names, the last axis of ``FeatureSet.features``: ticker, calendar, macro."""
-    cal = CALENDAR_FEATURES if cfg.calendar else ()
-    return ticker_feature_names(cfg) + cal + macro_feature_names(cfg, macro_symbols)
-
-
-def _macro_columns(cfg: FeatureConfig) -> tuple[str, ...]:
-    return ("level", *(f"chg{d}d" for d in cfg.macro_change_days))
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,7 +269,7 @@ def align_macro_features(
 
     cfg = parse_feature_config(cfg)
     index = to_utc_us(index)
-    cols = list(_macro_columns(cfg))
+    cols = list(macro_columns(cfg))
     frames = []
     for symbol, daily in macro_daily.items():
         table = daily if prepared else macro_daily_features(daily, cfg)
@@ -566,24 +406,6 @@ def _init_worker() -> None:
     apply_in_process(1)
 
 
-def _mp_context() -> mp.context.BaseContext:
-    """How worker processes start.
-
-    ``fork`` when this process runs a single Python thread on Linux: workers then inherit NumPy and
-    pandas already imported (milliseconds instead of ~0.7 s of imports each), and with one thread
-    no lock can be held by another thread at fork time. Otherwise (a panel's worker thread, a
-    multi-threaded trainer) ``forkserver``, which forks from a clean single-threaded server.
-    """
-    methods = mp.get_all_start_methods()
-    if sys.platform == "linux" and "fork" in methods and threading.active_count() == 1:
-        return mp.get_context("fork")
-    if "forkserver" in methods:
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["engine.features.compute"])
-        return ctx
-    return mp.get_context("spawn")
-
-
 @contextlib.contextmanager
 def _ticker_runner(
     jobs: Sequence[tuple[str, pd.DataFrame | str, str | None]],
@@ -600,7 +422,7 @@ def _ticker_runner(
     if n_workers <= 1:
         yield lambda: [_ticker_job(name, src, cfg, sha) for name, src, sha in jobs]
         return
-    context = _mp_context()
+    context = pool_context()
     if cfg.session != "all" and context.get_start_method() == "fork":
         # Load the NYSE calendar (~0.5 s) once here: forked workers inherit it instead of each
         # building its own, and later builds in this process reuse it.
@@ -712,10 +534,10 @@ def build_feature_set(
             "overlap long enough (check the dataset's date ranges) or the windows are too long"
         )
     start = int(keep[0])
-    drops = _drop_report(
+    drops = drop_report(
         common, start, keep, shared_ok, [r.name for r in results], stale, undefined, cfg
     )
-    _refuse_drops(drops, cfg)
+    refuse_drops(drops, cfg)
     contiguous = len(keep) == keep[-1] - start + 1
     rows_kept = slice(start, start + len(keep)) if contiguous else keep
 
@@ -773,452 +595,4 @@ def build_feature_set(
         tickers=tuple(r.name for r in results),
         feature_names=names,
         meta=meta,
-    )
-
-
-def _stamp(us: int) -> str:
-    return pd.Timestamp(int(us), unit="us", tz="UTC").strftime("%Y-%m-%dT%H:%MZ")
-
-
-def _drop_report(
-    common: np.ndarray,
-    start: int,
-    keep: np.ndarray,
-    shared_ok: np.ndarray,
-    names: Sequence[str],
-    stale: Sequence[np.ndarray],
-    undefined: Sequence[np.ndarray],
-    cfg: FeatureConfig,
-) -> dict[str, Any]:
-    """What the rows after the warm-up lost and why (JSON-ready, stored in ``meta``).
-
-    ``common``: ``int64[n_rows]`` union time axis (UTC us); ``keep``: rows kept (from ``start``);
-    the masks are ``bool[n_rows]`` per ticker. A row can be dropped for several tickers/reasons.
-    """
-    n_rows = len(common)
-    dropped = np.ones(n_rows, dtype=bool)
-    dropped[keep] = False
-    dropped[:start] = False
-    after = n_rows - start
-    n_dropped = int(dropped.sum())
-    tail = int(n_rows - 1 - keep[-1])
-    reasons: list[dict[str, Any]] = []
-    by_ticker: dict[str, dict[str, int]] = {}
-
-    def add(ticker: str | None, reason: str, mask: np.ndarray) -> int:
-        hit = mask & dropped
-        n = int(hit.sum())
-        if n:
-            first = int(np.flatnonzero(hit)[0])
-            reasons.append(
-                {"ticker": ticker, "reason": reason, "rows": n, "first_utc": _stamp(common[first])}
-            )
-        return n
-
-    for name, st, und in zip(names, stale, undefined, strict=True):
-        by_ticker[name] = {
-            "stale": add(name, "stale", st),
-            "undefined": add(name, "undefined", und),
-        }
-    shared_n = add(None, "shared", ~shared_ok)
-    return {
-        "warmup": start,
-        "after_warmup": n_dropped,
-        "rows_after_warmup": after,
-        "fraction": round(n_dropped / after, 6) if after else 0.0,
-        "tail": tail,
-        "tail_from_utc": _stamp(common[keep[-1] + 1]) if tail else None,
-        "max_stale_bars": cfg.max_stale_bars,
-        "by_ticker": by_ticker,
-        "shared": shared_n,
-        "reasons": reasons,
-    }
-
-
-_REASON_TEXT = {
-    "stale": "rows with no bar for more than max_stale_bars={m} rows (a halt, a gap, a delisting)",
-    "undefined": "rows with non-finite features (an absurd or overflowing price?)",
-    "shared": "rows with undefined calendar/macro features",
-}
-
-
-def describe_drops(drops: Mapping[str, Any]) -> str:
-    """One line: the rows dropped after the warm-up, per ticker and reason (``meta["rows_dropped"]``)."""
-    if not drops.get("after_warmup"):
-        return f"no rows dropped after the warm-up ({drops.get('warmup', 0):,} warm-up rows)"
-    parts = []
-    for item in drops.get("reasons", []):
-        text = _REASON_TEXT[item["reason"]].format(m=drops.get("max_stale_bars"))
-        who = f"{item['ticker']}: " if item["ticker"] else ""
-        parts.append(f"{who}{item['rows']:,} {text} from {item['first_utc']}")
-    return (
-        f"{drops['after_warmup']:,} of {drops['rows_after_warmup']:,} rows after the warm-up "
-        f"dropped ({100.0 * drops['fraction']:.2f}%): {'; '.join(parts)}"
-    )
-
-
-def _refuse_drops(drops: Mapping[str, Any], cfg: FeatureConfig) -> None:
-    """Raise a one-line ``DataError`` when the drops exceed what ``cfg`` allows."""
-    after = drops["rows_after_warmup"]
-    too_many = bool(after) and drops["after_warmup"] / after > cfg.max_dropped_fraction
-    if not (too_many or drops["tail"]):
-        return
-    what = []
-    if drops["tail"]:
-        what.append(f"the dataset's last {drops['tail']:,} rows (from {drops['tail_from_utc']})")
-    if too_many:
-        what.append(f"more than features.max_dropped_fraction={cfg.max_dropped_fraction:g}")
-    fix = "run `ploutos dataset check` and fix or rebuild the data, or leave the ticker(s) out"
-    if too_many and not drops["tail"]:
-        fix += ", or raise features.max_dropped_fraction"
-    raise DataError(f"features would drop {' and '.join(what)}: {describe_drops(drops)}; {fix}")
-
-
-# --------------------------------------------------------------------------------------------
-# Cache
-# --------------------------------------------------------------------------------------------
-
-
-def inputs_checksum(hashes: Mapping[str, str]) -> str:
-    """One digest of ``{"bars:<T>" | "macro:<S>": sha256}``: the files a feature set is built from."""
-    digest = hashlib.sha256()
-    for name in sorted(hashes):
-        digest.update(f"{name}:{hashes[name]}\n".encode())
-    return digest.hexdigest()
-
-
-def feature_key(dataset_checksum: str, cfg: FeatureConfig, tickers: Sequence[str]) -> str:
-    """The cache key: 24 hex digits of sha256(inputs, config, code version, tickers).
-
-    ``dataset_checksum``: :func:`inputs_checksum` of the files read (verified against the manifest).
-    """
-    payload = {
-        "dataset": dataset_checksum,
-        "config": cfg.cache_identity(),
-        "code_version": FEATURE_CODE_VERSION,
-        "tickers": list(tickers),
-    }
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def cache_dir(dataset_root: str | Path, key: str) -> Path:
-    """``<dataset>/.features/<key>``: where one feature set lives."""
-    return Path(dataset_root) / CACHE_DIRNAME / key
-
-
-def open_features(path: str | Path) -> FeatureSet:
-    """Attach to a cached feature set: arrays are read-only memory maps, nothing is computed.
-
-    This is what worker processes call with the path the main process hands them.
-    """
-    path = Path(path)
-    meta_path = path / _META
-    if not meta_path.exists():
-        raise DataError(
-            f"{path}: not a feature cache (no {_META}); build it with load_or_build_features"
-        )
-    meta = _read_meta(meta_path)
-    arrays = {}
-    for name in _ARRAYS:
-        try:
-            arrays[name] = np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise DataError(
-                f"{path / (name + '.npy')}: unreadable ({err}); delete {path}"
-            ) from None
-    shape = arrays["features"].shape
-    if (
-        arrays["prices"].shape != shape[:2]
-        or arrays["tradable"].shape != shape[:2]
-        or arrays["timestamps"].shape != shape[:1]
-        or shape[1] != len(meta["tickers"])
-        or shape[2] != len(meta["feature_names"])
-    ):
-        raise DataError(f"{path}: arrays and {_META} disagree on shapes; delete {path} to rebuild")
-    return FeatureSet(
-        features=arrays["features"],
-        prices=arrays["prices"],
-        timestamps=arrays["timestamps"],
-        tradable=arrays["tradable"],
-        tickers=tuple(meta["tickers"]),
-        feature_names=tuple(meta["feature_names"]),
-        path=path,
-        meta=meta,
-    )
-
-
-def _read_meta(meta_path: Path) -> dict[str, Any]:
-    """``meta.json`` of a cache folder, or a one-line ``DataError`` if it is not what we write."""
-    folder = meta_path.parent
-    try:
-        meta = json.loads(meta_path.read_bytes())
-    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise DataError(f"{meta_path}: unreadable ({detail}); delete {folder} to rebuild") from None
-    ok = (
-        isinstance(meta, dict)
-        and isinstance(meta.get("tickers"), list)
-        and isinstance(meta.get("feature_names"), list)
-        and all(isinstance(x, str) for x in (*meta["tickers"], *meta["feature_names"]))
-    )
-    if not ok:
-        raise DataError(
-            f"{meta_path}: not a feature-cache description (tickers, feature_names); "
-            f"delete {folder} to rebuild"
-        )
-    return meta
-
-
-def _write_cache(fs: FeatureSet, final: Path, meta: dict[str, Any]) -> Path:
-    """Write ``fs`` into a temporary folder, then rename it to ``final`` in one step.
-
-    A reader therefore sees either no folder or a complete one. If another process renamed its
-    own copy first, ours is discarded and theirs is used (they hold the same bytes).
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        for name in _ARRAYS:
-            target = tmp / f"{name}.npy"
-            with open(target, "wb") as fh:
-                np.save(fh, np.ascontiguousarray(getattr(fs, name)), allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-        atomic.write_json(tmp / _META, meta)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if (final / _META).exists():  # another process won the race: keep theirs
-                shutil.rmtree(tmp, ignore_errors=True)
-                return final
-            raise
-        atomic._fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
-@contextlib.contextmanager
-def _build_lock(folder: Path, key: str) -> Iterator[None]:
-    """Exclusive per-key lock, so concurrent cold starts build once and the others wait.
-
-    ``flock`` is released by the kernel if the holder dies. Where it is not available the lock is
-    skipped: the atomic rename still keeps readers safe, only the work may be duplicated.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f".{key}.lock", "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def load_or_build_features(
-    dataset_root: str | Path,
-    cfg: FeatureConfig | Mapping[str, Any] | None = None,
-    tickers: Sequence[str] | None = None,
-    *,
-    workers: int | None = None,
-    rebuild: bool = False,
-) -> FeatureSet:
-    """The dataset's feature set for ``cfg``: memory-mapped from the cache, built there if missing.
-
-    ``tickers``: a subset (in that order) of the dataset's tickers; default all of them. The cache
-    folder is ``<dataset>/.features/<key>/`` (:func:`feature_key`); the returned set's ``path`` is
-    what worker processes pass to :func:`open_features`. ``rebuild=True`` recomputes even when the
-    cache exists (it replaces the folder atomically for new readers); a damaged cache folder (bad
-    ``meta.json``, unreadable arrays) is rebuilt the same way. Every file used is verified against
-    the manifest's sha256 first: a replaced or changed file is a ``DataError`` naming it.
-    """
-    from engine.data.store import Dataset, read_series
-
-    cfg = parse_feature_config(cfg)
-    dataset = Dataset(dataset_root)
-    names = list(dataset.tickers) if tickers is None else list(dict.fromkeys(tickers))
-    unknown = [t for t in names if t not in dataset.manifest.tickers]
-    if unknown:
-        raise DataError(
-            f"{dataset.root}: no ticker(s) {', '.join(unknown)} in the dataset; have "
-            f"{', '.join(dataset.tickers)}"
-        )
-    if not names:
-        raise DataError(f"{dataset.root}: the dataset has no tickers; build it first")
-    macro = list(dataset.macro_symbols) if cfg.macro is None else list(cfg.macro)
-    missing = [m for m in macro if m not in dataset.manifest.macro]
-    if missing:
-        raise DataError(
-            f"{dataset.root}: no macro series {', '.join(missing)} (features.macro); have "
-            f"{', '.join(dataset.macro_symbols) or 'none'}"
-        )
-    # Hash the files as they are now (~0.05 s for 15 x 50k bars) and refuse any that differ from
-    # the manifest; the key is built from these hashes, and the workers re-check the bytes they
-    # parse against them, so a cache is never keyed on data it was not computed from.
-    hashes = dataset.verified_hashes(names, macro)
-    checksum = inputs_checksum(hashes)
-    key = feature_key(checksum, cfg, names)
-    final = cache_dir(dataset.root, key)
-    if not rebuild and (final / _META).exists():
-        with contextlib.suppress(DataError):  # a damaged cache is stale: rebuilt below
-            return open_features(final)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DataError(
-            f"{final.parent}: cannot create the feature cache ({err.strerror}); "
-            "make the dataset folder writable"
-        ) from None
-    with _build_lock(final.parent, key):
-        if not rebuild and (final / _META).exists():  # built while we waited for the lock
-            with contextlib.suppress(DataError):
-                return open_features(final)
-        started = time.perf_counter()
-        fs = build_feature_set(
-            {t: str(dataset.root) for t in names},
-            lambda: {
-                m: read_series(dataset.root, m, "macro", expected_sha256=hashes[f"macro:{m}"])
-                for m in macro
-            },
-            cfg,
-            macro_interval=dataset.manifest.macro_interval,
-            ticker_bar=dataset.manifest.timeframe,
-            workers=workers,
-            expected_sha256={t: hashes[f"bars:{t}"] for t in names},
-        )
-        meta = dict(fs.meta)
-        meta.update(
-            key=key,
-            dataset_checksum=checksum,
-            inputs=hashes,
-            dataset_root=str(dataset.root),
-            created_utc=str(utc_now()),
-            total_build_s=round(time.perf_counter() - started, 4),
-        )
-        if final.exists():
-            # Asked to rebuild, or the folder is damaged (no or bad meta.json): move it aside
-            # first (readers that mapped it keep their pages).
-            old = final.parent / f".old-{key}-{uuid.uuid4().hex[:8]}"
-            os.rename(final, old)
-            shutil.rmtree(old, ignore_errors=True)
-        for leftover in final.parent.glob(f".tmp-{key}-*"):
-            # A crashed build's temporary folder; we hold the key's lock, so nobody writes it.
-            shutil.rmtree(leftover, ignore_errors=True)
-        return open_features(_write_cache(fs, final, meta))
-
-
-# --------------------------------------------------------------------------------------------
-# Normalisation
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class Normalizer:
-    """Per ticker-feature affine scaling fitted on a train window: ``(x - center) / scale``, clipped.
-
-    ``center``, ``scale``: ``float32[ticker, feature]``; ``clip``: bound of the output in units of
-    ``scale``; ``method``: ``robust`` or ``zscore``; ``train_rows``: the ``(start, stop)`` rows fitted.
-    """
-
-    center: np.ndarray
-    scale: np.ndarray
-    clip: float
-    method: str
-    train_rows: tuple[int, int]
-
-    def apply(self, features: np.ndarray) -> np.ndarray:
-        """Normalised copy of ``features`` (``[time, ticker, feature]``, any window): ``float32``.
-
-        Works in float32 in place on the new array, so a 100 MB memory map costs one 100 MB
-        allocation and no float64 temporaries.
-        """
-        if features.shape[1:] != self.center.shape:
-            raise DataError(
-                f"features {features.shape} do not match the normalizer's [ticker, feature] "
-                f"{self.center.shape}; fit it on the same feature set"
-            )
-        out = np.subtract(features, self.center, dtype=np.float32)
-        np.divide(out, self.scale, out=out)
-        np.clip(out, -self.clip, self.clip, out=out)
-        return out
-
-    def save(self, path: str | Path) -> None:
-        """Atomically write the normalizer (``.npz``) next to a model."""
-
-        def writer(tmp: Path) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez(
-                    fh,
-                    center=self.center,
-                    scale=self.scale,
-                    clip=np.float64(self.clip),
-                    method=np.array(self.method),
-                    train_rows=np.array(self.train_rows, dtype=np.int64),
-                )
-
-        atomic.write_with(path, writer)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Normalizer:
-        with np.load(path, allow_pickle=False) as data:
-            return cls(
-                center=data["center"].astype(np.float32),
-                scale=data["scale"].astype(np.float32),
-                clip=float(data["clip"]),
-                method=str(data["method"]),
-                train_rows=(int(data["train_rows"][0]), int(data["train_rows"][1])),
-            )
-
-
-def fit_normalizer(
-    features: np.ndarray,
-    train_slice: slice | tuple[int, int],
-    method: Literal["robust", "zscore"] = "robust",
-    clip: float = 5.0,
-) -> Normalizer:
-    """Fit per ticker-feature center/scale on ``features[train_slice]`` only.
-
-    ``features``: ``[time, ticker, feature]``; ``train_slice``: rows of the train window (a
-    ``slice`` with step 1, or ``(start, stop)``). Rows outside it are never read, so the test
-    period cannot leak into the statistics. A feature constant over the window gets scale 1.
-    """
-    if isinstance(train_slice, tuple):
-        train_slice = slice(*train_slice)
-    start, stop, step = train_slice.indices(features.shape[0])
-    if step != 1 or stop <= start:
-        raise DataError(
-            f"train window rows {start}:{stop}:{step} are empty or strided; pass a slice start:stop"
-        )
-    if method not in ("robust", "zscore"):
-        raise ConfigError(f"features.normalization.method {method!r}: use 'robust' or 'zscore'")
-    if not (isinstance(clip, int | float) and clip > 0 and math.isfinite(clip)):
-        raise ConfigError(f"features.normalization.clip {clip!r}: use a positive number")
-    n_tickers, n_features = features.shape[1:]
-    center = np.zeros((n_tickers, n_features), dtype=np.float64)
-    scale = np.ones((n_tickers, n_features), dtype=np.float64)
-    # One ticker at a time: a float64 copy of the whole window of 15 tickers would be ~10x larger.
-    for k in range(n_tickers):
-        train = np.asarray(features[start:stop, k, :], dtype=np.float64)
-        if method == "robust":
-            q25, mid, q75 = np.percentile(train, [25.0, 50.0, 75.0], axis=0)
-            spread = (q75 - q25) / 1.349
-            # A mostly-constant feature (a rare flag) has IQR 0: fall back to its std, then to 1.
-            spread = np.where(spread > 1e-12, spread, train.std(axis=0))
-        else:
-            mid, spread = train.mean(axis=0), train.std(axis=0)
-        center[k] = np.where(np.isfinite(mid), mid, 0.0)
-        scale[k] = np.where(np.isfinite(spread) & (spread > 1e-12), spread, 1.0)
-    return Normalizer(
-        center=center.astype(np.float32),
-        scale=scale.astype(np.float32),
-        clip=float(clip),
-        method=method,
-        train_rows=(start, stop),
     )

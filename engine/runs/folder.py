@@ -20,13 +20,9 @@ resumed from nothing but the folder (the control panel re-attaches by reading it
       results/summary.json               all folds + the pooled Monte Carlo statistics
       .lock              flock held by the live trainer (a dead trainer holds nothing)
 
-Events are written by one process (the trainer); readers tail them by byte offset and only ever
-consume complete lines, so a reader that meets a partial last line waits for the rest. Every
-reader (``replay``, ``ploutos status``, the panel) goes through the one :class:`EventTail`, so one
-rule holds for all: a line is whatever lies before its newline however long it is, up to
-``MAX_LINE_BYTES``; a longer line, a line that is not a UTF-8 JSON object, and an event whose known
-type lacks its fields are skipped and counted, never fatal. One bad run folder shows as
-``unreadable`` with a reason and hides no other run.
+The event log itself (writer, reader, event shapes) is :mod:`engine.runs.events`; what the events
+say about a run is :mod:`engine.runs.view`. One bad run folder shows as ``unreadable`` with a reason
+and hides no other run.
 """
 
 from __future__ import annotations
@@ -35,21 +31,20 @@ import contextlib
 import datetime as dt
 import fcntl
 import json
-import math
 import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine import atomic
 from engine.errors import PloutosError
+from engine.runs.events import MAX_LINE_BYTES, parse_stamp
 
 RUNS_DIR_ENV = "PLOUTOS_RUNS_DIR"
-EVENTS_SCHEMA_VERSION = 1
 
 # Run states as shown to users. "interrupted": the status says running but no trainer holds the
 # run's lock (killed, machine rebooted): `ploutos resume` continues it. "unreadable": the
@@ -64,11 +59,9 @@ STATES = (
     "interrupted",
     "unreadable",
 )
-LIVE_STATES = ("starting", "running", "stopping")
-RESUMABLE = ("stopped", "failed", "interrupted")
+LIVE = ("starting", "running", "stopping")  # a trainer should hold the lock
+RESUMABLE = ("stopped", "failed", "interrupted")  # `ploutos resume` continues these
 
-CHUNK_BYTES = 1 << 20  # one read of the event log
-MAX_LINE_BYTES = 16 << 20  # a longer event line is skipped as unreadable (and status.json refused)
 HEARTBEAT_S = 5.0  # the trainer rewrites status.json at least this often (its `heartbeat`)
 STALL_AFTER_S = 60.0  # a live trainer whose heartbeat is older than this shows as stalled
 MAX_RUN_ID_CHARS = 255  # one folder name (NAME_MAX)
@@ -78,22 +71,6 @@ _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 def default_runs_root() -> Path:
     """``$PLOUTOS_RUNS_DIR`` or ``./runs``."""
     return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
-
-
-def utc_stamp() -> str:
-    return (
-        dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
-
-
-def parse_stamp(stamp: object) -> float | None:
-    """Epoch seconds of a timestamp (``2026-01-02T03:04:05.678Z``); None if not one."""
-    if not isinstance(stamp, str) or not stamp:
-        return None
-    try:
-        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except (ValueError, OverflowError, OSError):
-        return None
 
 
 def new_run_id(config_name: str) -> str:
@@ -249,6 +226,23 @@ class RunFolder:
             os.close(fd)  # closing drops the shared lock we may have taken
         return False
 
+    def trainer_pid(self, status: Mapping[str, Any] | None = None) -> int | None:
+        """The pid of the live trainer (the one to signal), None when no trainer holds the lock.
+
+        The lock file is written by the process that holds the run's flock, so it names the live
+        trainer; ``status.json`` (``status`` when the caller has read it) may be stale or damaged (a
+        pid from another boot names another process), so it is only the fallback, and only when it
+        really is a positive integer.
+        """
+        if not self.trainer_alive():
+            return None
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            text = self.lock_path.read_text().strip()
+            if text.isdigit() and int(text) > 0:
+                return int(text)
+        pid = (self.read_status() if status is None else status).get("pid")
+        return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+
     @contextlib.contextmanager
     def hold_lock(self) -> Iterator[None]:
         """Held by the trainer for the whole run; refuses a second trainer on the same run."""
@@ -295,7 +289,7 @@ class RunFolder:
         if problem is not None:
             return RunState("unreadable", reason=problem)
         state = status.get("state") or ("starting" if self.exists() else "unknown")
-        if state not in LIVE_STATES:
+        if state not in LIVE:
             return RunState(state)
         if not self.trainer_alive():
             return RunState("interrupted")
@@ -380,448 +374,3 @@ def list_runs(runs_root: Path | None = None) -> list[RunFolder]:
     except OSError:  # no root yet (or not a folder we may read)
         return []
     return sorted(runs, key=lambda r: r.run_id, reverse=True)
-
-
-# ---------------------------------------------------------------------- events
-class EventLog:
-    """The writer of ``events.jsonl``: one JSON object per line, each written whole.
-
-    Each line goes out in a single ``write`` on an ``O_APPEND`` descriptor, so a reader never sees
-    two events interleaved; lifecycle events (everything but progress) are also fsynced.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def emit(self, type_: str, **fields: Any) -> dict[str, Any]:
-        event = {"ts": utc_stamp(), "type": type_, **fields}
-        line = json.dumps(event, separators=(",", ":"), allow_nan=False, default=_json_default)
-        data = (line + "\n").encode()
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        if type_ != "member_progress":
-            os.fsync(self._fd)
-        return event
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _unreadable(offset: int, size: int, reason: str) -> dict[str, Any]:
-    return {"type": "unreadable", "offset": offset, "bytes": size, "reason": reason}
-
-
-def parse_event_line(raw: bytes, offset: int = 0) -> dict[str, Any] | None:
-    """One line of the log as an event; an ``unreadable`` marker (``offset``, ``bytes``,
-    ``reason``) when it is not a UTF-8 JSON object with a string ``type``; None when blank."""
-    if not raw.strip():
-        return None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return _unreadable(offset, len(raw), "not UTF-8")
-    try:
-        event = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: absurdly nested brackets
-        return _unreadable(offset, len(raw), "not valid JSON")
-    if not isinstance(event, dict):
-        return _unreadable(offset, len(raw), "not a JSON object")
-    if not isinstance(event.get("type"), str):
-        return _unreadable(offset, len(raw), "no string 'type'")
-    return event
-
-
-@dataclass
-class EventTail:
-    """The one reader of ``events.jsonl``: each ``poll()`` returns the events written since.
-
-    ``offset`` is where the first line not yet returned starts. A line is one line however many
-    chunks it spans; a partial last line is kept (and its bytes not read again) until its newline
-    comes; a line over ``max_line_bytes`` is dropped unread up to its newline and reported as one
-    ``unreadable`` marker, as is any line that is not a JSON object (``skipped`` counts them). A log
-    that shrank was replaced: reading starts over and ``restarts`` goes up.
-    """
-
-    path: Path
-    offset: int = 0
-    chunk_bytes: int = CHUNK_BYTES
-    max_line_bytes: int = MAX_LINE_BYTES
-    bytes_read: int = 0  # by the last poll
-    skipped: int = 0  # unreadable lines so far
-    restarts: int = 0
-    _pos: int = field(default=-1, repr=False)  # the next byte to read (offset + partial line)
-    _partial: bytearray = field(default_factory=bytearray, repr=False)
-    _dropping: int = field(default=-1, repr=False)  # bytes of an over-long line dropped so far
-
-    def poll(self, max_bytes: int | None = None) -> list[dict[str, Any]]:
-        """Complete events appended since the last poll, reading at most ``max_bytes`` (None: up
-        to the end of the file); what the budget left unread comes with the next poll."""
-        self.bytes_read = 0
-        if self._pos < 0:
-            self._pos = self.offset
-        out: list[dict[str, Any]] = []
-        try:
-            fh = open(self.path, "rb")  # noqa: SIM115 (closed by the with below)
-        except FileNotFoundError:
-            return out
-        with fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size < self._pos:
-                self.offset = self._pos = 0
-                self._partial.clear()
-                self._dropping = -1
-                self.restarts += 1
-            fh.seek(self._pos)
-            while self._pos < size and (max_bytes is None or self.bytes_read < max_bytes):
-                want = self.chunk_bytes
-                if max_bytes is not None:
-                    want = min(want, max_bytes - self.bytes_read)
-                block = fh.read(want)
-                if not block:
-                    break
-                self.bytes_read += len(block)
-                self._consume(block, out)
-        return out
-
-    def _consume(self, block: bytes, out: list[dict[str, Any]]) -> None:
-        base = self._pos
-        self._pos += len(block)
-        start = 0
-        while (nl := block.find(b"\n", start)) >= 0:
-            piece = block[start:nl]
-            if self._dropping >= 0:
-                event: dict[str, Any] | None = _unreadable(
-                    self.offset,
-                    self._dropping + len(piece),
-                    f"line longer than {self.max_line_bytes:,} bytes",
-                )
-                self._dropping = -1
-            elif self._partial or len(piece) > self.max_line_bytes:
-                self._partial += piece
-                line, self._partial = bytes(self._partial), bytearray()
-                if len(line) > self.max_line_bytes:
-                    reason = f"line longer than {self.max_line_bytes:,} bytes"
-                    event = _unreadable(self.offset, len(line), reason)
-                else:
-                    event = parse_event_line(line, self.offset)
-            else:
-                event = parse_event_line(piece, self.offset)
-            if event is not None:
-                if event["type"] == "unreadable":
-                    self.skipped += 1
-                out.append(event)
-            self.offset = base + nl + 1
-            start = nl + 1
-        rest = block[start:]
-        if not rest:
-            return
-        if self._dropping >= 0:
-            self._dropping += len(rest)
-            return
-        self._partial += rest
-        if len(self._partial) > self.max_line_bytes:  # stop holding it: drop on to its newline
-            self._dropping = len(self._partial)
-            self._partial = bytearray()
-
-
-def read_events(
-    path: Path, offset: int = 0, max_bytes: int | None = None
-) -> tuple[list[dict[str, Any]], int]:
-    """Complete events from byte ``offset`` on, and the offset to continue from.
-
-    :class:`EventTail`'s rules: a partial last line is left for the next call; an unreadable line
-    is reported as ``{"type": "unreadable", "reason": ...}`` and reading goes on after it.
-    """
-    tail = EventTail(path, offset)
-    events = tail.poll(max_bytes)
-    return events, tail.offset
-
-
-# ---------------------------------------------------------------------- event shapes
-# What a reader relies on per known type (docs/events.md): required fields, then optional ones
-# (null counts as absent). Kinds: "int" (a count or index, 0 <= n <= MAX_INDEX), "number"
-# (finite), "str", "object". Fields not named here are never read, so never checked.
-MAX_INDEX = 1_000_000_000_000
-_MEMBER = {"fold": "int", "member": "int"}
-_RUN = {
-    "run_id": "str",
-    "config": "str",
-    "algorithm": "str",
-    "n_folds": "int",
-    "ensemble": "int",
-    "total_timesteps": "int",
-    "plan": "object",
-    "threads": "object",
-}
-_EVENT_FIELDS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
-    "run_started": ({}, _RUN),
-    "run_resumed": ({}, _RUN),
-    "fold_started": ({"fold": "int"}, {}),
-    "member_started": (_MEMBER, {"timesteps": "int", "total": "int", "node": "str"}),
-    "member_progress": (
-        {**_MEMBER, "timesteps": "int", "total": "int"},
-        {"fps": "number", "mean_reward": "number"},
-    ),
-    "member_finished": (_MEMBER, {"timesteps": "int"}),
-    "member_stopped": (_MEMBER, {"timesteps": "int"}),
-    "member_failed": (_MEMBER, {"error": "str"}),
-    "fold_evaluated": (
-        {"fold": "int", "oos": "object", "buy_and_hold": "object"},
-        {"members_used": "int"},
-    ),
-    "fold_failed": ({"fold": "int"}, {"error": "str"}),
-    "montecarlo": ({"stats": "object"}, {"scope": "str", "fold": "int"}),
-    "run_failed": ({}, {"error": "str"}),
-}
-# run_started creates n_folds x ensemble member rows: a absurd pair must not exhaust memory
-MAX_MEMBERS = 100_000
-
-
-def _kind_ok(value: Any, kind: str) -> bool:
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INDEX
-    if kind == "number":
-        return (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        )
-    if kind == "str":
-        return isinstance(value, str)
-    return isinstance(value, dict)
-
-
-def event_problem(event: Any) -> str | None:
-    """Why a reader cannot use this event (one line), or None. Unknown types are fine."""
-    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-        return "not a JSON object with a string 'type'"
-    kind = event["type"]
-    if kind == "unreadable":
-        where = event.get("offset")
-        at = f" at byte {where}" if isinstance(where, int) else ""
-        return f"line{at}: {event.get('reason') or 'unreadable'}"
-    if "ts" in event and not isinstance(event["ts"], str):
-        return f"{kind}: 'ts' is not a string"
-    required, optional = _EVENT_FIELDS.get(kind, ({}, {}))
-    for name, want in required.items():
-        if name not in event or event[name] is None:
-            return f"{kind}: '{name}' missing"
-        if not _kind_ok(event[name], want):
-            return f"{kind}: '{name}' is not a valid {want}"
-    for name, want in optional.items():
-        value = event.get(name)
-        if value is not None and not _kind_ok(value, want):
-            return f"{kind}: '{name}' is not a valid {want}"
-    if kind in ("run_started", "run_resumed"):
-        n_folds, ensemble = event.get("n_folds") or 0, event.get("ensemble") or 0
-        if n_folds * ensemble > MAX_MEMBERS:
-            return f"{kind}: {n_folds} folds x {ensemble} members is not a plausible run"
-    return None
-
-
-def _opt(event: dict[str, Any], name: str, default: Any) -> Any:
-    value = event.get(name)
-    return default if value is None else value
-
-
-# ---------------------------------------------------------------------- summary
-@dataclass
-class MemberView:
-    fold: int
-    member: int
-    state: str = "pending"
-    timesteps: int = 0
-    total: int = 0
-    fps: float = 0.0
-    mean_reward: float | None = None
-    node: str | None = None
-    error: str | None = None
-    eta_s: float | None = None
-
-
-@dataclass
-class RunView:
-    """What the events say about a run: the trainer's status file and the panel both use it.
-
-    An event :func:`event_problem` rejects changes nothing: it is counted in ``skipped_events``
-    (``skip_reason`` keeps the first reason) and the next one is applied as usual.
-    """
-
-    run_id: str = ""
-    state: str = "starting"
-    config: str = ""
-    profile: str = ""
-    algorithm: str = ""
-    n_folds: int = 0
-    ensemble: int = 0
-    started_at: str | None = None
-    updated_at: str | None = None
-    members: dict[tuple[int, int], MemberView] = field(default_factory=dict)
-    folds_evaluated: dict[int, dict[str, Any]] = field(default_factory=dict)
-    montecarlo: dict[str, dict[str, Any]] = field(default_factory=dict)
-    error: str | None = None
-    plan: dict[str, Any] = field(default_factory=dict)
-    threads: dict[str, Any] = field(default_factory=dict)
-    fps_history: list[float] = field(default_factory=list)
-    reward_history: list[float] = field(default_factory=list)
-    skipped_events: int = 0
-    skip_reason: str | None = None
-
-    def member(self, fold: int, member: int) -> MemberView:
-        key = (fold, member)
-        if key not in self.members:
-            self.members[key] = MemberView(fold, member)
-        return self.members[key]
-
-    def apply(self, event: dict[str, Any]) -> bool:
-        """Apply one event; False (and counted) when it is unreadable or malformed."""
-        problem = event_problem(event)
-        if problem is not None:
-            self.skipped_events += 1
-            self.skip_reason = self.skip_reason or problem
-            return False
-        self._apply(event)
-        return True
-
-    def _apply(self, event: dict[str, Any]) -> None:
-        kind = event["type"]
-        self.updated_at = _opt(event, "ts", self.updated_at)
-        if kind in ("run_started", "run_resumed"):
-            self.run_id = _opt(event, "run_id", self.run_id)
-            self.state = "running"
-            self.config = _opt(event, "config", self.config)
-            self.plan = _opt(event, "plan", self.plan)
-            profile = self.plan.get("profile")
-            self.profile = profile if isinstance(profile, str) else self.profile
-            self.threads = _opt(event, "threads", self.threads)
-            self.algorithm = _opt(event, "algorithm", self.algorithm)
-            self.n_folds = _opt(event, "n_folds", self.n_folds)
-            self.ensemble = _opt(event, "ensemble", self.ensemble)
-            self.started_at = self.started_at or event.get("ts")
-            self.error = None
-            for view in self.members.values():
-                if view.state in ("running", "stopped", "failed"):
-                    view.state = "pending"
-            total = _opt(event, "total_timesteps", 0)
-            for fold in range(self.n_folds):
-                for member in range(self.ensemble):
-                    view = self.member(fold, member)
-                    if view.total == 0:
-                        view.total = total
-        elif kind == "member_started":
-            view = self.member(event["fold"], event["member"])
-            view.state = "running"
-            view.timesteps = _opt(event, "timesteps", view.timesteps)
-            view.total = _opt(event, "total", view.total)
-            view.node = event.get("node")
-            view.error = None
-        elif kind == "member_progress":
-            view = self.member(event["fold"], event["member"])
-            view.state = "running"
-            view.timesteps = event["timesteps"]
-            view.total = event["total"]
-            view.fps = float(_opt(event, "fps", 0.0))
-            reward = event.get("mean_reward")
-            view.mean_reward = None if reward is None else float(reward)
-            view.eta_s = (view.total - view.timesteps) / view.fps if view.fps > 0 else None
-            self.fps_history.append(view.fps)
-            if view.mean_reward is not None:
-                self.reward_history.append(view.mean_reward)
-            del self.fps_history[:-512], self.reward_history[:-512]
-        elif kind == "member_finished":
-            view = self.member(event["fold"], event["member"])
-            view.state = "finished"
-            view.timesteps = _opt(event, "timesteps", view.total)
-            view.eta_s = 0.0
-        elif kind == "member_stopped":
-            view = self.member(event["fold"], event["member"])
-            view.state = "stopped"
-            view.timesteps = _opt(event, "timesteps", view.timesteps)
-        elif kind == "member_failed":
-            view = self.member(event["fold"], event["member"])
-            view.state = "failed"
-            view.error = event.get("error")
-        elif kind == "fold_evaluated":
-            self.folds_evaluated[event["fold"]] = event
-        elif kind == "montecarlo":
-            self.montecarlo[_opt(event, "scope", "pooled")] = event
-        elif kind == "run_stopping":
-            self.state = "stopping"
-        elif kind == "run_stopped":
-            self.state = "stopped"
-        elif kind == "run_finished":
-            self.state = "finished"
-        elif kind == "run_failed":
-            self.state = "failed"
-            self.error = event.get("error")
-
-    @property
-    def total_timesteps(self) -> int:
-        return sum(m.total for m in self.members.values())
-
-    @property
-    def done_timesteps(self) -> int:
-        return sum(min(m.timesteps, m.total) for m in self.members.values())
-
-    @property
-    def progress(self) -> float:
-        total = self.total_timesteps
-        return self.done_timesteps / total if total else 0.0
-
-    def count(self, state: str) -> int:
-        return sum(1 for m in self.members.values() if m.state == state)
-
-    def eta_s(self) -> float | None:
-        """Remaining timesteps over the summed fps of the running members."""
-        fps = sum(m.fps for m in self.members.values() if m.state == "running")
-        remaining = self.total_timesteps - self.done_timesteps
-        return remaining / fps if fps > 0 else None
-
-    def to_status(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "state": self.state,
-            "config": self.config,
-            "profile": self.profile,
-            "algorithm": self.algorithm,
-            "started_at": self.started_at,
-            "updated_at": self.updated_at,
-            "folds": self.n_folds,
-            "folds_evaluated": sorted(self.folds_evaluated),
-            "ensemble": self.ensemble,
-            "members": {
-                "total": len(self.members),
-                "finished": self.count("finished"),
-                "running": self.count("running"),
-                "failed": self.count("failed"),
-            },
-            "timesteps": {"done": self.done_timesteps, "total": self.total_timesteps},
-            "progress": round(self.progress, 4),
-            "eta_s": self.eta_s(),
-            "montecarlo_pooled": self.montecarlo.get("pooled", {}).get("stats"),
-            "error": self.error,
-            "skipped_events": self.skipped_events,
-            "skip_reason": self.skip_reason,
-        }
-
-
-def replay(folder: RunFolder) -> RunView:
-    """The run as its whole event log describes it (unreadable events skipped and counted)."""
-    view = RunView(run_id=folder.run_id)
-    tail = EventTail(folder.events_path)
-    while True:  # in bounded reads: a log of any size costs bounded memory
-        for event in tail.poll(CHUNK_BYTES * 16):
-            view.apply(event)
-        if tail.bytes_read == 0:
-            return view

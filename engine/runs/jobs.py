@@ -8,7 +8,6 @@ The CLI (``--detach``) and the control panel both start trainers through :func:`
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 
 from engine.errors import PloutosError
-from engine.runs.folder import RunFolder
+from engine.runs.folder import LIVE, RunFolder
 from engine.system.threads import sanitized_env
 
 
@@ -53,31 +52,19 @@ def start_detached(folder: RunFolder) -> subprocess.Popen[bytes]:
     return launch_detached(["resume", str(folder.root)], folder.log_path)
 
 
-def _trainer_pid(folder: RunFolder) -> int:
-    """The pid to signal: the one the lock holder wrote into the lock file, else the status's.
-
-    The lock file is written by the process that holds the run's flock, so it names the live
-    trainer; ``status.json`` may be stale or damaged (a pid from another boot names another
-    process), so it is only the fallback and only when it really is a positive integer.
-    """
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        text = folder.lock_path.read_text().strip()
-        if text.isdigit() and int(text) > 0:
-            return int(text)
-    pid = folder.read_status().get("pid")
-    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else 0
-
-
 def stop_run(folder: RunFolder, wait_s: float = 0.0, poll_s: float = 0.2) -> str:
     """Ask the run's trainer to stop (SIGTERM: members checkpoint, the run is marked stopped).
 
     Returns the state seen after waiting up to ``wait_s`` seconds.
     """
     state = folder.state()
-    if state not in ("starting", "running", "stopping"):
+    if state not in LIVE:
         raise PloutosError(f"{folder.run_id}: not running (state {state}); nothing to stop")
-    pid = _trainer_pid(folder)
-    if pid <= 0:
+    pid = folder.trainer_pid()
+    if pid is None:
+        state = folder.state()
+        if state not in LIVE:  # the trainer ended since the first look
+            return state
         raise PloutosError(f"{folder.run_id}: the status file names no trainer process yet; retry")
     try:
         os.kill(pid, signal.SIGTERM)
@@ -86,7 +73,7 @@ def stop_run(folder: RunFolder, wait_s: float = 0.0, poll_s: float = 0.2) -> str
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         state = folder.state()
-        if state not in ("starting", "running", "stopping"):
+        if state not in LIVE:
             return state
         time.sleep(poll_s)
     return folder.state()

@@ -1,5 +1,5 @@
-"""Imported only by the trainer's forkserver (its preload list): tie the server's life to the
-trainer's.
+"""Imported only by the trainer's forkserver (the last of ``procs.TRAINER_PRELOAD``): tie the
+server's life to the trainer's.
 
 Python's forkserver outlives a SIGKILLed trainer while it still has running children, and its
 children (the workers) would then go on training for a run nobody owns. With this, the kernel
@@ -7,6 +7,6 @@ sends the forkserver SIGTERM when the trainer dies; the workers in turn have the
 on their parent (the forkserver), so they checkpoint and exit.
 """
 
-from engine.train.orchestrator import die_with_parent
+from engine.system.procs import die_with_parent
 
 die_with_parent()

@@ -41,7 +41,6 @@ Rules for ``auto`` (constants below, every estimate deliberately on the generous
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -55,7 +54,8 @@ from pydantic_core import PydanticCustomError
 
 from engine.config import line_of, read_yaml, validate_yaml
 from engine.errors import ConfigError
-from engine.system.threads import (
+from engine.system.gpus import Nvml, NvmlUnavailable
+from engine.system.limits import (
     ThreadLimits,
     cgroup_cpu_quota,
     cgroup_memory_limit,
@@ -213,60 +213,20 @@ def assumed_machine(spec: str) -> MachineInfo:
     )
 
 
-def _visible_gpus(
-    found: list[tuple[GpuInfo, str]], cuda_visible: str | None
-) -> tuple[GpuInfo, ...]:
-    """The GPUs that ``CUDA_VISIBLE_DEVICES`` (indices or UUIDs) leaves visible, in its order.
-
-    NVML lists every GPU of the host; CUDA stops at the first entry it cannot match.
-    """
-    if cuda_visible is None:
-        return tuple(gpu for gpu, _uuid in found)
-    visible: list[GpuInfo] = []
-    for token in (t.strip() for t in cuda_visible.split(",")):
-        match = None
-        if token.isdigit():
-            match = next((g for g, _u in found if g.index == int(token)), None)
-        elif token and not token.startswith("-"):
-            match = next(
-                (g for g, u in found if u.startswith(token) or u.startswith(f"GPU-{token}")), None
-            )
-        if match is None:
-            break
-        visible.append(match)
-    return tuple(visible)
-
-
 def _probe_gpus() -> tuple[tuple[GpuInfo, ...], str]:
-    """GPUs NVML sees (``()`` on any NVML problem) and a note on why there are none."""
+    """GPUs NVML shows this process (``()`` on any NVML problem) and a note on why there are none."""
     try:
-        import pynvml
-    except ImportError:
-        return (), "nvidia-ml-py is not installed"
-    try:
-        pynvml.nvmlInit()
-    except Exception as err:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
-        return (), f"NVML unavailable: {err}"
-    found: list[tuple[GpuInfo, str]] = []
-    try:
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(handle)
-            uuid = pynvml.nvmlDeviceGetUUID(handle)
-            total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
-            name = name.decode() if isinstance(name, bytes) else str(name)
-            uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
-            found.append((GpuInfo(index=i, name=name, memory_total_bytes=total), uuid))
-    except Exception as err:
+        with Nvml() as nvml:
+            gpus = tuple(
+                GpuInfo(index=d.index, name=d.name, memory_total_bytes=nvml.memory_total_bytes(d))
+                for d in nvml.devices
+            )
+            none_note = nvml.none_note
+    except NvmlUnavailable as err:
+        return (), f"NVML unavailable: {err}" if err.stage == "init" else str(err)
+    except Exception as err:  # the memory of a listed GPU could not be read
         return (), f"NVML failed listing GPUs: {err}"
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
-    gpus = _visible_gpus(found, os.environ.get("CUDA_VISIBLE_DEVICES"))
-    if not gpus:
-        hidden = " (hidden by CUDA_VISIBLE_DEVICES)" if found else ""
-        return (), f"NVML sees no GPU{hidden}"
-    return gpus, ""
+    return gpus, "" if gpus else none_note
 
 
 def _torch_cuda() -> tuple[bool, str]:
@@ -602,7 +562,11 @@ def resolve_plan(
     plan = _Resolver(
         spec, overridden, profile, ensemble, algorithm, tuple(net_arch), obs_size, machine, force
     ).resolve()
-    assert plan.rollout_size % plan.batch_size == 0, plan
+    if plan.rollout_size % plan.batch_size:  # the resolver picks divisors; a bug otherwise
+        raise RuntimeError(
+            f"internal error: rollout size {plan.rollout_size} is not a multiple of batch size "
+            f"{plan.batch_size} ({plan})"
+        )
     return replace(plan, hardware_file=str(path.resolve()), hardware_file_from=found)
 
 

@@ -38,10 +38,10 @@ class DatasetSummary:
 
 def summarize_dataset(root: Path, check: bool = True) -> DatasetSummary:
     """Manifest + check of ``root`` (blocking: call it from a worker thread)."""
-    from engine.data.store import Dataset
+    from engine.api import Dataset, manifest_path
     from engine.errors import PloutosError
 
-    if not (root / "manifest.json").exists():
+    if not manifest_path(root).exists():
         return DatasetSummary(
             root, False, f"{root}: no dataset yet (press b for the demo dataset)", (), ""
         )
@@ -49,7 +49,7 @@ def summarize_dataset(root: Path, check: bool = True) -> DatasetSummary:
         manifest = Dataset(root).manifest
         report = None
         if check:
-            from engine.data.check import check_dataset
+            from engine.api import check_dataset
 
             report = check_dataset(root)
     except PloutosError as err:
@@ -107,9 +107,9 @@ def failure_line(action: str, err: BaseException, then: str) -> str:
     else:
         why = f"{type(err).__name__}: {err}"
     text = " ".join(f"error: {action} failed: {why}; {then}".split())
-    from engine.data.sources import alpaca
+    from engine.api import ALPACA_ENV_KEY_ID, ALPACA_ENV_SECRET_KEY
 
-    for name in (alpaca.ENV_KEY_ID, alpaca.ENV_SECRET_KEY):
+    for name in (ALPACA_ENV_KEY_ID, ALPACA_ENV_SECRET_KEY):
         secret = os.environ.get(name)
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
@@ -258,7 +258,7 @@ class DatasetScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="dataset-build", exit_on_error=False)
     def _build_demo(self) -> None:
-        from engine.data.demo import write_demo
+        from engine.api import write_demo
         from engine.errors import PloutosError
 
         try:
@@ -300,8 +300,7 @@ class DatasetScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="dataset-build", exit_on_error=False)
     def _build_alpaca(self, form: dict[str, Any]) -> None:
-        from engine.data.builder import build_alpaca
-        from engine.data.store import parse_symbols
+        from engine.api import build_alpaca, parse_symbols
         from engine.errors import PloutosError
 
         def progress(step: Any) -> None:

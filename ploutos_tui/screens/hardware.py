@@ -1,28 +1,25 @@
 """The hardware screen, the panel's home: CPU cores, RAM, GPUs and threads of the running jobs.
 
-Sampling never runs on the UI thread: a thread worker calls ``sampler.sample()`` and posts the
-snapshot back as a message; only after it has been rendered is the next sample scheduled
-(``set_timer(interval_s)``), so a slow sample (a hung NVML call, a huge process tree) delays the
-next one instead of piling up behind it. The screen always shows the latest snapshot only.
+Sampling never runs on the UI thread: :class:`~ploutos_tui.screens.base.PollingScreen` calls
+``sampler.sample()`` in a worker and schedules the next sample only once this one is drawn, so a
+slow sample (a hung NVML call, a huge process tree) delays the next one instead of piling up
+behind it. The screen always shows the latest snapshot only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
 
 from rich.text import Text
-from textual import events, work
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
 from textual.reactive import var
-from textual.screen import Screen
-from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
 
-from ploutos_tui.sampling import HardwareSnapshot, JobThreads, Sampler
+from ploutos_tui.model.sampling import HardwareSnapshot, JobThreads, Sampler
+from ploutos_tui.screens.base import PollingScreen
 from ploutos_tui.widgets.gpu import GpuCard, PercentSparkline
 from ploutos_tui.widgets.heatmap import CoreHeatmap, load_style
 
@@ -113,10 +110,11 @@ def job_text(job: JobThreads, max_vars: int = 1) -> Text:
     return text
 
 
-class HardwareScreen(Screen[None]):
+class HardwareScreen(PollingScreen[HardwareSnapshot]):
     """Cores, RAM, GPUs and threads, sampled every ``interval_s`` seconds off the UI thread."""
 
     SUB_TITLE = "hardware"
+    PAUSE_WHEN_COVERED = False  # the history sparklines keep going while another mode is shown
 
     DEFAULT_CSS = """
     HardwareScreen {
@@ -170,14 +168,6 @@ class HardwareScreen(Screen[None]):
     snapshot: var[HardwareSnapshot | None] = var(None)
     """The snapshot on screen now (None before the first sample)."""
 
-    class Sampled(Message):
-        """A sample finished in the worker thread (``snapshot`` None and ``error`` set if not)."""
-
-        def __init__(self, snapshot: HardwareSnapshot | None, error: str = "") -> None:
-            super().__init__()
-            self.snapshot = snapshot
-            self.error = error
-
     def __init__(
         self,
         sampler: Sampler,
@@ -188,14 +178,11 @@ class HardwareScreen(Screen[None]):
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
-        super().__init__(name=name, id=id, classes=classes)
+        super().__init__(interval_s, name=name, id=id, classes=classes)
         self.sampler = sampler
-        self.interval_s = interval_s
         self.history = max(2, history)
         self.samples_shown = 0
         self.last_error = ""
-        self._in_flight = False
-        self._timer: Timer | None = None
         self._cpu_history: deque[float] = deque(maxlen=self.history)
         self._mem_history: deque[float] = deque(maxlen=self.history)
         self._gpu_util: dict[int, deque[float]] = {}
@@ -235,7 +222,7 @@ class HardwareScreen(Screen[None]):
         self.query_one("#hw-gpus").border_title = "GPU"
         self.query_one("#hw-threads").border_title = "Threads"
         self._fit_heatmap(self.size.height)
-        self._start_sample()
+        self.poll_now()
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit_heatmap(event.size.height)
@@ -249,44 +236,21 @@ class HardwareScreen(Screen[None]):
 
     def sample_now(self) -> None:
         """Take a sample at once unless one is being taken; the schedule goes on from there."""
-        self._start_sample()
+        if not self.polling:
+            self.poll_now()
 
-    def _start_sample(self) -> None:
-        if self._in_flight or not self.is_attached:
-            return
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
-        self._in_flight = True
-        self._sample_in_thread()
+    def fetch(self) -> HardwareSnapshot:
+        return self.sampler.sample()
 
-    @work(thread=True, exclusive=True, group="hardware-sample", exit_on_error=False)
-    def _sample_in_thread(self) -> None:
-        try:
-            message = self.Sampled(self.sampler.sample())
-        except Exception as err:  # a broken sampler must not take the panel down
-            message = self.Sampled(None, f"{type(err).__name__}: {err}")
-        with contextlib.suppress(RuntimeError):  # the app's loop is gone (shutting down)
-            self.post_message(message)
-
-    def on_hardware_screen_sampled(self, message: Sampled) -> None:
-        message.stop()
-        self._in_flight = False
-        if message.snapshot is None:
-            self.last_error = message.error
-            self.query_one("#hw-cpu").border_subtitle = f"sampling failed: {message.error}"
-        else:
-            self.last_error = ""
-            self._show(message.snapshot)
+    def draw(self, result: HardwareSnapshot) -> None:
+        self.last_error = ""
+        self._show(result)
         self.samples_shown += 1
-        self.call_after_refresh(self._schedule_next)
 
-    def _schedule_next(self) -> None:
-        if self._in_flight or not self.is_attached:
-            return
-        if self._timer is not None:
-            self._timer.stop()
-        self._timer = self.set_timer(self.interval_s, self._start_sample)
+    def draw_error(self, error: BaseException) -> None:
+        self.last_error = f"{type(error).__name__}: {error}"
+        self.query_one("#hw-cpu").border_subtitle = f"sampling failed: {self.last_error}"
+        self.samples_shown += 1
 
     # ------------------------------------------------------------------ rendering
 

@@ -1,7 +1,8 @@
 """Every training run, and the form that launches a new one.
 
-:class:`JobsScreen` lists the runs under the runs root (polled in a worker thread; the next poll
-is scheduled only once the previous one has been drawn) and starts, stops, resumes and opens them.
+:class:`JobsScreen` lists the runs under the runs root (a :class:`PollingScreen`: polled in a
+worker thread, the next poll scheduled once the previous one has been drawn) and starts, stops,
+resumes and opens them.
 :class:`LaunchScreen` is the new-job form: it shows the resolved hardware plan for what is typed
 before anything is launched.
 """
@@ -17,16 +18,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from ploutos_tui.runs_model import (
-    RunSnapshot,
-    RunsWatcher,
-    ensure_subprocess_ready,
-    format_duration,
-)
+from ploutos_tui.actions import ensure_subprocess_ready
+from ploutos_tui.model.runs import RunSnapshot, RunsWatcher, format_duration
+from ploutos_tui.screens.base import PollingScreen
 from ploutos_tui.screens.modal import PanelModal
 from ploutos_tui.screens.run import LogScreen, RunScreen, state_text
 
@@ -128,7 +125,7 @@ class LaunchScreen(PanelModal[str | None]):
 
     @staticmethod
     def _profiles() -> tuple[list[str], str]:
-        from engine.train.plan import load_hardware_profiles
+        from engine.api import load_hardware_profiles
 
         try:
             return list(load_hardware_profiles()), ""
@@ -214,8 +211,7 @@ class LaunchScreen(PanelModal[str | None]):
         algorithm: str | None,
         width: int,
     ) -> dict[str, Any]:
-        from engine.train.orchestrator import plan_for, resolved_config
-        from engine.train.plan import format_plan, probe_machine
+        from engine.api import format_plan, plan_for, probe_machine, resolved_config
 
         if not Path(config_path).is_file():
             return {"error": f"{config_path}: no such config file"}
@@ -245,18 +241,12 @@ class LaunchScreen(PanelModal[str | None]):
     def _observation_size(self, cfg: Any) -> int | None:
         """The policy's input size from the dataset's feature cache (built on first use, like
         ``ploutos plan``); None while the dataset does not exist yet."""
-        from engine.train.orchestrator import observation_size
+        from engine.api import dataset_observation_size
 
         key = f"{cfg.dataset_path}|{cfg.features.model_dump_json()}|{cfg.env.lookback}"
         if key not in self._obs_cache:
-            obs = None
-            if (Path(cfg.dataset_path) / "manifest.json").exists():
-                from engine.features.compute import load_or_build_features
-
-                ensure_subprocess_ready()  # a feature build may start a process pool
-                fs = load_or_build_features(cfg.dataset_path, cfg.features)
-                obs = observation_size(cfg, fs.features.shape)
-            self._obs_cache[key] = obs
+            # a feature build may start a process pool: ready the helpers first
+            self._obs_cache[key] = dataset_observation_size(cfg, ensure_subprocess_ready)
         return self._obs_cache[key]
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -350,7 +340,7 @@ def job_cells(snap: RunSnapshot) -> tuple[Any, ...]:
     )
 
 
-class JobsScreen(Screen[None]):
+class JobsScreen(PollingScreen[list[RunSnapshot]]):
     """Every run under the watcher's root, newest first."""
 
     DEFAULT_CSS = """
@@ -376,17 +366,14 @@ class JobsScreen(Screen[None]):
         *,
         machine: Any = None,
     ) -> None:
-        super().__init__()
+        super().__init__(interval_s)
         self.watcher = watcher
         self.default_config = Path(default_config)
-        self.interval_s = interval_s
         self.machine = machine
         self.snapshots: list[RunSnapshot] = []
         self.polls_rendered = 0
         self._keys: list[str] = []
         self._widths = (0, 0)
-        self._timer: Any = None
-        self._paused = False
         self._select_next: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -408,41 +395,20 @@ class JobsScreen(Screen[None]):
     # ------------------------------------------------------------------ polling
     def refresh_now(self) -> None:
         """Poll now (the result is drawn, then the next poll is scheduled)."""
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
-        self._poll()
+        self.poll_now()
 
-    @work(thread=True, exclusive=True, group="jobs-poll", exit_on_error=False)
-    def _poll(self) -> list[RunSnapshot]:
+    def fetch(self) -> list[RunSnapshot]:
         return self.watcher.poll()
 
-    def _tick(self) -> None:
-        self._timer = None
-        if self.is_current:
-            self._poll()
-        else:
-            self._paused = True  # another screen covers us: poll again when we are back
+    def draw(self, result: list[RunSnapshot]) -> None:
+        self.show(result or [])
 
-    def on_screen_resume(self) -> None:
-        if self._paused:
-            self._paused = False
-            self.refresh_now()
-
-    def _schedule(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-        self._timer = self.set_timer(self.interval_s, self._tick)
+    def draw_error(self, error: BaseException) -> None:
+        self._show_error(f"cannot read the runs: {one_line(error)}")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         group, state = event.worker.group, event.state
-        if group == "jobs-poll" and state == WorkerState.SUCCESS:
-            self.show(event.worker.result or [])
-            self._schedule()
-        elif group == "jobs-poll" and state == WorkerState.ERROR:
-            self._show_error(f"cannot read the runs: {one_line(event.worker.error or '?')}")
-            self._schedule()
-        elif group == "jobs-action" and state == WorkerState.SUCCESS:
+        if group == "jobs-action" and state == WorkerState.SUCCESS:
             self.notify(str(event.worker.result))
             self.refresh_now()
         elif group == "jobs-action" and state == WorkerState.ERROR:

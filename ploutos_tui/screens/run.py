@@ -1,7 +1,7 @@
 """One run in detail: members per fold, out-of-sample results, Monte Carlo, throughput history.
 
-Everything shown comes from :class:`ploutos_tui.runs_model.RunsWatcher` snapshots, polled in a
-worker thread; the next poll is scheduled only once the previous result has been drawn.
+Everything shown comes from :class:`ploutos_tui.model.runs.RunsWatcher` snapshots, polled in a
+worker thread (a :class:`PollingScreen`); the next poll is scheduled once the last one is drawn.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Log, ProgressBar, Sparkline, Static
 from textual.worker import Worker, WorkerState
 
-from ploutos_tui.runs_model import MemberRow, RunSnapshot, RunsWatcher, format_duration
+from ploutos_tui.model.runs import MemberRow, RunSnapshot, RunsWatcher, format_duration
+from ploutos_tui.screens.base import PollingScreen
 from ploutos_tui.screens.modal import PanelModal
 from ploutos_tui.widgets.histogram import Histogram
 
@@ -160,7 +160,7 @@ def _add_columns(table: DataTable, columns: tuple[tuple[str, str, int, bool], ..
         table.add_column(Text(label, justify="right") if right else label, key=key, width=width)
 
 
-class RunScreen(Screen[None]):
+class RunScreen(PollingScreen[RunSnapshot | None]):
     """Detail of one run. ``s`` stop, ``r`` resume, ``l`` log, ``m`` Monte Carlo scope."""
 
     DEFAULT_CSS = """
@@ -189,16 +189,13 @@ class RunScreen(Screen[None]):
     ]
 
     def __init__(self, watcher: RunsWatcher, run_id: str, interval_s: float = 1.0) -> None:
-        super().__init__()
+        super().__init__(interval_s)
         self.watcher = watcher
         self.run_id = run_id
-        self.interval_s = interval_s
         self.snapshot: RunSnapshot | None = None
         self.scope: str | None = None  # None: pooled, or the latest fold until pooled exists
         self.polls_rendered = 0
-        self._timer: Any = None
         self._members_keys: list[str] = []
-        self._paused = False
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -229,46 +226,30 @@ class RunScreen(Screen[None]):
         # Fixed widths: a DataTable whose columns grow repaints its header late.
         members = self.query_one("#members", DataTable)
         _add_columns(members, MEMBER_COLUMNS)
-        members.add_column("error", key="error")
+        # A fixed width: an auto-sized column that grows after the first frame leaves the header
+        # drawn at the old width (Textual caches header cells without their width).
+        members.add_column("error", key="error", width=64)
         _add_columns(self.query_one("#folds", DataTable), FOLD_COLUMNS)
         self.query_one("#run-error").display = False
-        self._poll()
+        self.poll_now()
 
     # ------------------------------------------------------------------ polling
-    @work(thread=True, exclusive=True, group="run-poll", exit_on_error=False)
-    def _poll(self) -> RunSnapshot | None:
+    def fetch(self) -> RunSnapshot | None:
         return self.watcher.poll_run(self.run_id)
 
-    def _schedule(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-        self._timer = self.set_timer(self.interval_s, self._tick)
+    def draw(self, result: RunSnapshot | None) -> None:
+        self.show(result)
 
-    def _tick(self) -> None:
-        self._timer = None
-        if self.is_current:
-            self._poll()
-        else:
-            self._paused = True  # covered by another screen: poll again when shown
-
-    def on_screen_resume(self) -> None:
-        if self._paused:
-            self._paused = False
-            self._poll()
+    def draw_error(self, error: BaseException) -> None:
+        self.query_one("#title", Static).update(
+            Text(f"Run {self.run_id}: cannot read it: {error}", style="red")
+        )
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         group, state = event.worker.group, event.state
-        if group == "run-poll" and state == WorkerState.SUCCESS:
-            self.show(event.worker.result)
-            self._schedule()
-        elif group == "run-poll" and state == WorkerState.ERROR:
-            self.query_one("#title", Static).update(
-                Text(f"Run {self.run_id}: cannot read it: {event.worker.error}", style="red")
-            )
-            self._schedule()
-        elif group == "run-action" and state == WorkerState.SUCCESS:
+        if group == "run-action" and state == WorkerState.SUCCESS:
             self.notify(str(event.worker.result))
-            self._poll()
+            self.poll_now()
         elif group == "run-action" and state == WorkerState.ERROR:
             self.notify(str(event.worker.error), severity="error", timeout=8)
 
@@ -317,7 +298,7 @@ class RunScreen(Screen[None]):
         if keys == self._members_keys:
             for key, m in zip(keys, snap.members, strict=True):
                 for col, cell in zip(columns, member_cells(m), strict=True):
-                    table.update_cell(key, col, cell, update_width=True)
+                    table.update_cell(key, col, cell)
             return
         cursor = table.cursor_row
         table.clear()

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static
 
-from ploutos_tui.sampling import GpuSnapshot
+from engine.api import GpuReading
 from ploutos_tui.widgets.heatmap import BLOCKS, load_style
 
 GiB = 1024**3
@@ -89,7 +89,7 @@ class GpuCard(Vertical):
 
     def __init__(
         self,
-        gpu: GpuSnapshot,
+        gpu: GpuReading,
         util_history: Sequence[float] = (),
         mem_history: Sequence[float] = (),
         *,
@@ -113,7 +113,7 @@ class GpuCard(Vertical):
         self._apply()
 
     def show(
-        self, gpu: GpuSnapshot, util_history: Sequence[float], mem_history: Sequence[float]
+        self, gpu: GpuReading, util_history: Sequence[float], mem_history: Sequence[float]
     ) -> None:
         """Show a new reading (before the card is mounted it is kept and shown on mount)."""
         self.gpu = gpu

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.runs.folder import read_events
+from engine.runs.events import read_events
 
 PARK_TIMEOUT_S = 300.0
 EXIT_TIMEOUT_S = 300.0

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from engine.atomic import file_sha256
 from engine.data import store
 from tests.conftest import ROOT, ploutos
 
@@ -40,7 +41,7 @@ def _damaged(small_demo: Path, tmp_path: Path, data: bytes, *, in_manifest: bool
     (out / "SYNA.parquet").write_bytes(data)
     if in_manifest:
         manifest = store.load_manifest(out)
-        manifest.tickers["SYNA"].sha256 = store.file_sha256(out / "SYNA.parquet")
+        manifest.tickers["SYNA"].sha256 = file_sha256(out / "SYNA.parquet")
         store.save_manifest(out, manifest)
     return out
 

@@ -10,13 +10,13 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+from engine.bench.markets import synthetic_market
 from engine.env.portfolio import BUY, HOLD, SELL, PortfolioEnvConfig, PortfolioTradingEnv
 from engine.errors import ConfigError, DataError
-from tests.engine.markets import random_market
 
 
 def market(n_bars=400, n_tickers=3, n_features=4, seed=0, vol=0.01):
-    return random_market(n_bars, n_tickers, n_features, seed, vol)
+    return synthetic_market(n_bars, n_tickers, n_features, seed, vol)
 
 
 def flat_market(n_bars=50, n_tickers=2, n_features=3, price=25.0):

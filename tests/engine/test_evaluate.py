@@ -11,6 +11,7 @@ import torch
 from sb3_contrib import RecurrentPPO
 from stable_baselines3 import PPO
 
+from engine.bench.markets import synthetic_market
 from engine.env.portfolio import BUY, HOLD, SELL, PortfolioEnvConfig, PortfolioTradingEnv
 from engine.env.vec_env import BatchedPortfolioVecEnv
 from engine.errors import ConfigError, DataError
@@ -27,13 +28,12 @@ from engine.evaluation.evaluate import (
     majority_vote,
     mean_prob_vote,
 )
-from tests.engine.markets import random_market
 
 N_TICKERS = 3
 
 
 def market(n_bars=120, n_tickers=N_TICKERS, n_features=4, seed=0, vol=0.01):
-    return random_market(n_bars, n_tickers, n_features, seed, vol)
+    return synthetic_market(n_bars, n_tickers, n_features, seed, vol)
 
 
 def trend_market(n_bars, growth, n_features=2):

@@ -1,4 +1,4 @@
-"""engine.features.compute: configuration, no look-ahead, the missing-bar policy, normalisation, the cache."""
+"""engine.features (schema, compute, cache, normalize): configuration, no look-ahead, the missing-bar policy, normalisation, the cache."""
 
 from __future__ import annotations
 
@@ -10,24 +10,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from engine.atomic import file_sha256
 from engine.data import calendar
 from engine.data.macro import daily_visibility_utc
 from engine.errors import ConfigError, DataError
-from engine.features import compute as features
+from engine.features import cache as feature_cache
+from engine.features.cache import feature_key, load_or_build_features, open_features
 from engine.features.compute import (
-    FeatureConfig,
-    Normalizer,
+    FEATURE_CODE_VERSION,
     align_macro_features,
     build_feature_set,
     compute_ticker_features,
-    feature_key,
-    feature_names,
-    fit_normalizer,
-    load_or_build_features,
-    open_features,
-    parse_feature_config,
     select_session,
 )
+from engine.features.drops import describe_drops
+from engine.features.normalize import Normalizer, fit_normalizer
+from engine.features.schema import FeatureConfig, feature_names, parse_feature_config
+from engine.system.procs import pool_context
 
 HOUR = pd.Timedelta(hours=1)
 
@@ -332,7 +331,7 @@ def test_workers_start_from_a_forkserver_while_other_threads_run(market) -> None
     thread = threading.Thread(target=stop.wait, daemon=True)
     thread.start()
     try:
-        assert features._mp_context().get_start_method() != "fork"
+        assert pool_context().get_start_method() != "fork"
         parallel = build_feature_set(bars, macro, SMALL, workers=2)
     finally:
         stop.set()
@@ -404,7 +403,7 @@ def test_demo_dataset_builds_with_every_macro_series(demo_root: Path) -> None:
     assert fs.features.shape == (fs.n_time, 3, len(fs.feature_names))
     assert np.isfinite(fs.features).all() and fs.tradable.all()
     assert np.all(np.diff(fs.timestamps) > 0)
-    assert fs.path is not None and fs.path.parent.name == features.CACHE_DIRNAME
+    assert fs.path is not None and fs.path.parent.name == feature_cache.CACHE_DIRNAME
     # Regular-session bars only: 7 a normal day, all in 09:00-15:00 New York.
     hours = fs.index.tz_convert("America/New_York").hour
     assert hours.min() == 9 and hours.max() == 15
@@ -417,7 +416,7 @@ def test_second_load_attaches_to_the_cache_without_recomputing(demo_root, monkey
     def refuse(*args, **kwargs):
         raise AssertionError("recomputed although the cache exists")
 
-    monkeypatch.setattr(features, "build_feature_set", refuse)
+    monkeypatch.setattr(feature_cache, "build_feature_set", refuse)
     again = load_or_build_features(demo_root, cfg, tickers=["SYNB", "SYNA"])
     assert again.tickers == ("SYNB", "SYNA")
     for name in ("features", "prices", "timestamps", "tradable"):
@@ -428,7 +427,7 @@ def test_second_load_attaches_to_the_cache_without_recomputing(demo_root, monkey
     assert by_path.feature_names == again.feature_names
     assert by_path.meta["key"] == again.path.name
     meta = json.loads((again.path / "meta.json").read_text())
-    assert meta["dataset_checksum"] and meta["code_version"] == features.FEATURE_CODE_VERSION
+    assert meta["dataset_checksum"] and meta["code_version"] == FEATURE_CODE_VERSION
 
 
 def test_unknown_tickers_and_macro_series_are_clear_errors(demo_root: Path) -> None:
@@ -451,11 +450,11 @@ def test_an_interrupted_cache_write_leaves_no_folder(demo_root, monkeypatch) -> 
             raise OSError("disk full")
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(features.np, "save", failing_save)
+    monkeypatch.setattr(feature_cache.np, "save", failing_save)
     with pytest.raises(OSError, match="disk full"):
         load_or_build_features(demo_root, cfg, workers=1)
     monkeypatch.undo()
-    cache = demo_root / features.CACHE_DIRNAME
+    cache = demo_root / feature_cache.CACHE_DIRNAME
     assert not [p for p in cache.iterdir() if p.name.startswith(".tmp-")]
     fs = load_or_build_features(demo_root, cfg, workers=1)
     assert fs.feature_names[-1] == "dow_cos"  # no macro features
@@ -470,7 +469,7 @@ def test_concurrent_cold_starts_build_once_and_agree(demo_root: Path) -> None:
     with mp.get_context("fork").Pool(3) as pool:
         results = pool.map(_build_in_child, [str(demo_root)] * 3)
     assert len(set(results)) == 1  # same folder, same build (created once), same values
-    cache = demo_root / features.CACHE_DIRNAME
+    cache = demo_root / feature_cache.CACHE_DIRNAME
     assert not [p for p in cache.iterdir() if p.name.startswith(".tmp-")]
 
 
@@ -556,7 +555,7 @@ def test_dropped_rows_are_reported_per_ticker_and_refused_beyond_the_share(marke
     assert drops["by_ticker"]["AAA"] == {"stale": 0, "undefined": 0}
     assert fs.meta["per_ticker"]["CCC"]["rows_dropped_stale"] == 27
     assert drops["rows_after_warmup"] == fs.n_time + 27
-    line = features.describe_drops(drops)
+    line = describe_drops(drops)
     assert "27 of" in line and "CCC: 27 rows with no bar for more than max_stale_bars=3" in line
     json.dumps(fs.meta)
 
@@ -587,7 +586,7 @@ def demo_copy(demo_root: Path, tmp_path: Path) -> Path:
     import shutil
 
     out = tmp_path / "ds"
-    shutil.copytree(demo_root, out, ignore=shutil.ignore_patterns(features.CACHE_DIRNAME))
+    shutil.copytree(demo_root, out, ignore=shutil.ignore_patterns(feature_cache.CACHE_DIRNAME))
     return out
 
 
@@ -619,7 +618,7 @@ def test_a_swapped_parquet_is_refused_before_build_and_attach(demo_copy: Path) -
 def store_sha(root: Path, symbol: str, kind: str = "bars") -> str:
     from engine.data import store
 
-    return store.file_sha256(store.series_path(root, symbol, kind))  # type: ignore[arg-type]
+    return file_sha256(store.series_path(root, symbol, kind))  # type: ignore[arg-type]
 
 
 def test_a_file_replaced_after_hashing_is_refused_and_nothing_cached(
@@ -638,7 +637,7 @@ def test_a_file_replaced_after_hashing_is_refused_and_nothing_cached(
     monkeypatch.setattr(store.Dataset, "verified_hashes", hash_then_swap)
     with pytest.raises(DataError, match=r"SYNA\.parquet: contents do not match the sha256"):
         load_or_build_features(demo_copy, {"warmup_bars": 100, "macro": []}, workers=1)
-    cache = demo_copy / features.CACHE_DIRNAME
+    cache = demo_copy / feature_cache.CACHE_DIRNAME
     assert not [p for p in cache.iterdir() if not p.name.endswith(".lock")]
 
 

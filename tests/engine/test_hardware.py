@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError
-from engine.system.threads import ThreadLimits
+from engine.system.gpus import visible_gpus
+from engine.system.limits import ThreadLimits
 from engine.train import plan as hardware
 from engine.train.plan import (
     FIELDS,
@@ -475,7 +476,7 @@ def test_probe_machine_reads_cgroup_limits(tmp_path):
 
 
 def test_cgroup_v1_memory_limit(tmp_path):
-    from engine.system.threads import cgroup_memory_limit
+    from engine.system.limits import cgroup_memory_limit
 
     (tmp_path / "memory").mkdir()
     limit = tmp_path / "memory" / "memory.limit_in_bytes"
@@ -550,11 +551,11 @@ def test_cuda_visible_devices_picks_and_orders_gpus():
     a = GpuInfo(0, "A", GiB)
     b = GpuInfo(1, "B", 2 * GiB)
     found = [(a, "GPU-aaaa"), (b, "GPU-bbbb")]
-    assert hardware._visible_gpus(found, None) == (a, b)
-    assert hardware._visible_gpus(found, "1,0") == (b, a)
-    assert hardware._visible_gpus(found, "GPU-bb") == (b,)
-    assert hardware._visible_gpus(found, "0,7,1") == (a,)  # CUDA stops at the first unknown
-    assert hardware._visible_gpus(found, "-1") == ()
+    assert visible_gpus(found, None) == (a, b)
+    assert visible_gpus(found, "1,0") == (b, a)
+    assert visible_gpus(found, "GPU-bb") == (b,)
+    assert visible_gpus(found, "0,7,1") == (a,)  # CUDA stops at the first unknown
+    assert visible_gpus(found, "-1") == ()
 
 
 def test_plan_for_an_assumed_runpod_server_uses_its_gpu_and_cpus():

@@ -134,7 +134,7 @@ def test_plan_cli_names_its_hardware_file_and_refuses_turbo_beyond_ram(
 def test_train_refuses_turbo_beyond_ram_before_any_run_folder(tmp_path, monkeypatch, capsys):
     """`train` resolves the same plan (same file, same refusal), and `--force` reaches it."""
     from engine import cli
-    from engine.train import orchestrator as trainer
+    from engine.train import prepare
 
     data = tmp_path / "demo"
     assert main(["dataset", "demo", "--out", str(data), "--start", "2023-01-01"]) == 0
@@ -144,7 +144,7 @@ def test_train_refuses_turbo_beyond_ram_before_any_run_folder(tmp_path, monkeypa
         "step_months: 2, embargo_days: 1}\n"
     )
     monkeypatch.setattr(hardware, "probe_machine", lambda *a, **k: machine(16, 16))
-    monkeypatch.setattr(trainer, "run_training", lambda folder, echo=None: 0)
+    monkeypatch.setattr(prepare, "run_training", lambda folder, echo=None: 0)
     monkeypatch.setattr(cli, "_sanitize_threads", lambda: None)  # keep this process's environ
     hw = tmp_path / "hw.yaml"
     hw.write_text(PACKAGED.read_text())

@@ -11,6 +11,8 @@ import pytest
 from sb3_contrib import RecurrentPPO
 from stable_baselines3 import PPO
 
+from engine.bench.markets import synthetic_market
+from engine.bench.montecarlo import run_monte_carlo_naive
 from engine.config import MonteCarloConfig
 from engine.env.portfolio import BUY, HOLD, PortfolioBatch, PortfolioEnvConfig
 from engine.env.vec_env import BatchedPortfolioVecEnv
@@ -20,16 +22,14 @@ from engine.evaluation.montecarlo import (
     MonteCarloResult,
     plan_monte_carlo,
     run_monte_carlo,
-    run_monte_carlo_naive,
     stationary_bootstrap_paths,
 )
-from tests.engine.markets import random_market
 
 N_TICKERS = 3
 
 
 def market(n_bars=160, n_tickers=N_TICKERS, n_features=4, seed=0, vol=0.01):
-    return random_market(n_bars, n_tickers, n_features, seed, vol)
+    return synthetic_market(n_bars, n_tickers, n_features, seed, vol)
 
 
 class ConstantPolicy:

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from engine.runs.folder import RunFolder, list_runs, read_events
+from engine.atomic import file_sha256
+from engine.runs.events import read_events
+from engine.runs.folder import RunFolder, list_runs
 from engine.runs.jobs import ploutos_command
-from engine.train.orchestrator import file_sha256
 from tests.conftest import ROOT, ploutos
 
 pytestmark = pytest.mark.timeout(900)
@@ -93,7 +94,7 @@ def test_a_ray_cluster_run_gives_the_local_results(cluster, demo_config, tmp_pat
     status = ploutos("status", b.run_id, "--runs-dir", str(tmp_path / "ray"))
     assert status.returncode == 0 and "finished" in status.stdout
     # The panel reads a Ray run like any other, with the node of each member.
-    from ploutos_tui.runs_model import RunsWatcher
+    from ploutos_tui.model.runs import RunsWatcher
 
     (snap,) = RunsWatcher(tmp_path / "ray").poll()
     assert snap.state == "finished" and "pooled" in snap.montecarlo

@@ -6,19 +6,9 @@ import time
 import pytest
 
 from engine.errors import PloutosError
-from engine.runs.folder import (
-    MAX_LINE_BYTES,
-    STALL_AFTER_S,
-    EventLog,
-    EventTail,
-    RunFolder,
-    RunView,
-    list_runs,
-    parse_stamp,
-    read_events,
-    replay,
-    resolve_run,
-)
+from engine.runs.events import MAX_LINE_BYTES, EventLog, EventTail, parse_stamp, read_events
+from engine.runs.folder import STALL_AFTER_S, RunFolder, list_runs, resolve_run
+from engine.runs.view import RunView, replay
 from tests.engine.event_lines import STARTED, encode_lines, member_event
 
 
@@ -95,6 +85,18 @@ def test_a_running_status_without_a_live_trainer_reads_interrupted(tmp_path):
         proc.join()
     assert not folder.trainer_alive()
     assert folder.state() == "interrupted"
+
+
+def test_trainer_pid_names_only_a_live_lock_holder(tmp_path):
+    folder = make_run(tmp_path)
+    folder.write_status({"state": "running", "pid": 123})
+    folder.lock_path.write_text("456\n")  # left behind by a trainer that died
+    assert folder.trainer_pid() is None
+    with folder.hold_lock():
+        assert folder.trainer_pid() == os.getpid()  # the lock file, not the status
+        folder.lock_path.write_text("")
+        assert folder.trainer_pid() == 123  # the status is the fallback
+        assert folder.trainer_pid({"pid": True}) is None  # only a positive integer counts
 
 
 def test_replay_summarises_members_folds_and_montecarlo(tmp_path):

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from engine.cli import main
-from engine.runs.folder import RunFolder, utc_stamp
+from engine.runs.events import utc_stamp
+from engine.runs.folder import RunFolder
 from engine.runs.jobs import ploutos_command
 from tests.engine.event_lines import STARTED, encode_lines, member_event
 
@@ -149,7 +150,8 @@ def test_runs_shows_a_live_trainer_without_heartbeat_as_stalled(tmp_path, capsys
 
 
 def test_the_trainers_status_carries_a_heartbeat(tmp_path):
-    from engine.runs.folder import RunView, parse_stamp
+    from engine.runs.events import parse_stamp
+    from engine.runs.view import RunView
     from engine.train.orchestrator import Trainer
 
     trainer = Trainer.__new__(Trainer)  # only what write_status reads

@@ -1,11 +1,12 @@
+from engine.system import limits as machine_limits
 from engine.system import threads
 
 
 def test_cgroup_quota_caps_the_usable_cpus(tmp_path):
     (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs
-    assert threads.usable_cpus(cgroup_root=tmp_path) == 1
+    assert machine_limits.usable_cpus(cgroup_root=tmp_path) == 1
     (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert threads.usable_cpus(cgroup_root=tmp_path) >= 1
+    assert machine_limits.usable_cpus(cgroup_root=tmp_path) >= 1
 
 
 def test_tightest_thread_limit_is_the_smallest_set_one(tmp_path):
@@ -13,7 +14,7 @@ def test_tightest_thread_limit_is_the_smallest_set_one(tmp_path):
     proc = tmp_path / "proc" / "sys" / "kernel"
     proc.mkdir(parents=True)
     (proc / "threads-max").write_text("100000\n")
-    limits = threads.thread_limits(cgroup_root=tmp_path, proc_root=tmp_path / "proc")
+    limits = machine_limits.thread_limits(cgroup_root=tmp_path, proc_root=tmp_path / "proc")
     assert limits.pids_max == 512 and limits.threads_max == 100000
     assert limits.tightest == 512
 

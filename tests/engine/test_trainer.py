@@ -14,9 +14,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine.runs.folder import RunFolder, read_events
+from engine.atomic import file_sha256
+from engine.runs.events import read_events
+from engine.runs.folder import RunFolder
 from engine.system.threads import THREAD_VARS
-from engine.train.orchestrator import file_sha256
 from tests.conftest import ROOT, ploutos
 
 pytestmark = pytest.mark.timeout(600)
@@ -339,10 +340,10 @@ def test_resume_records_folds_whose_result_files_the_log_does_not_show(demo_run,
 
 def _preload_address_space_kib() -> int:
     """Peak address space (KiB) of a process that imports what the workers' forkserver preloads."""
+    from engine.system.procs import TRAINER_PRELOAD
+
     code = (
-        "import torch, torch._dynamo, stable_baselines3, sb3_contrib\n"
-        "import engine.train.orchestrator, engine.features.compute, engine.env.vec_env, engine.evaluation.evaluate, "
-        "engine.evaluation.montecarlo\n"
+        f"import {', '.join(TRAINER_PRELOAD)}\n"
         "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmPeak')][0])"
     )
     out = subprocess.run(

@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from engine.runs.folder import RunFolder, read_events
+from engine.runs.events import read_events
+from engine.runs.folder import RunFolder
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(700)

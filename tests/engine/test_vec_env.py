@@ -9,7 +9,8 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecMonitor
 
-from engine.bench.env import bench_env_steps, synthetic_market
+from engine.bench.env import bench_env_steps
+from engine.bench.markets import synthetic_market
 from engine.env.portfolio import PortfolioBatch, PortfolioEnvConfig, PortfolioTradingEnv
 from engine.env.vec_env import BatchedPortfolioVecEnv
 from engine.errors import ConfigError

@@ -22,8 +22,8 @@ from textual.app import App
 from engine.data.sources import alpaca
 from engine.runs.folder import RunFolder
 from ploutos_tui.app import PloutosApp
-from ploutos_tui.runs_model import RunsWatcher
-from ploutos_tui.sampling import RecordedSampler
+from ploutos_tui.model.runs import RunsWatcher
+from ploutos_tui.model.sampling import RecordedSampler
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"

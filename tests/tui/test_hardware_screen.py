@@ -11,7 +11,7 @@ from rich.console import Console
 from textual.app import App
 from textual.widgets import ProgressBar, Sparkline, Static
 
-from ploutos_tui.sampling import HardwareSnapshot, RecordedSampler, load_snapshots
+from ploutos_tui.model.sampling import HardwareSnapshot, RecordedSampler, load_snapshots
 from ploutos_tui.screens.hardware import HardwareScreen
 from ploutos_tui.widgets.gpu import GpuCard
 from ploutos_tui.widgets.heatmap import CoreHeatmap, plan_layout, render_heatmap

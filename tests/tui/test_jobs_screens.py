@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Input, Log, Static
 from engine.errors import PloutosError
 from engine.runs.folder import RunFolder
 from engine.train.plan import assumed_machine
-from ploutos_tui.runs_model import RunsWatcher
+from ploutos_tui.model.runs import RunsWatcher
 from ploutos_tui.screens.jobs import JobsScreen, LaunchScreen
 from ploutos_tui.screens.run import LogScreen, RunScreen
 from ploutos_tui.widgets.histogram import Histogram

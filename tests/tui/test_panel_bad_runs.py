@@ -14,9 +14,10 @@ import pytest
 from textual.app import App
 from textual.widgets import DataTable, Static
 
-from engine.runs.folder import RunFolder, parse_stamp
+from engine.runs.events import parse_stamp
+from engine.runs.folder import RunFolder
 from engine.train.plan import assumed_machine
-from ploutos_tui.runs_model import RunsWatcher
+from ploutos_tui.model.runs import RunsWatcher
 from ploutos_tui.screens.jobs import JobsScreen
 from ploutos_tui.screens.run import RunScreen
 

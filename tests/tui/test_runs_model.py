@@ -13,16 +13,11 @@ from pathlib import Path
 import pytest
 
 from engine.errors import PloutosError
-from engine.runs.folder import MAX_LINE_BYTES, EventTail, RunFolder
-from ploutos_tui import runs_model
-from ploutos_tui.runs_model import (
-    RunsWatcher,
-    format_duration,
-    job_pids,
-    log_tail,
-    parse_ts,
-    reap_children,
-)
+from engine.runs.events import MAX_LINE_BYTES, EventTail
+from engine.runs.folder import RunFolder
+from ploutos_tui.actions import reap_children
+from ploutos_tui.model import runs as runs_model
+from ploutos_tui.model.runs import RunsWatcher, format_duration, job_pids, log_tail, parse_ts
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 FINISHED = "20261127-214826-demo-36cd"
@@ -324,7 +319,7 @@ def test_a_folder_that_breaks_the_reader_shows_unreadable(runs: Path):
 
 def test_every_reader_applies_the_same_rule(tmp_path: Path, capsys: pytest.CaptureFixture):
     from engine.cli import main
-    from engine.runs.folder import replay
+    from engine.runs.view import replay
 
     folder = empty_run(tmp_path, "20300101-000000-demo-ffff")
     lines = events_of(FINISHED)
@@ -489,7 +484,7 @@ def test_launch_run_prepares_then_launches(
         calls.append((config_path, kw))
         return made
 
-    monkeypatch.setattr("engine.train.orchestrator.prepare_run", prepare_run)
+    monkeypatch.setattr("engine.train.prepare.prepare_run", prepare_run)
     folder = RunsWatcher(runs).launch_run("config/demo.yaml", "laptop", 3, "ppo")
     assert folder is made
     assert calls == [
@@ -563,7 +558,7 @@ def test_process_pools_start_under_a_textual_stderr_capture(tmp_path: Path):
     script.write_text(
         "import sys, threading, multiprocessing as mp\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
-        "from ploutos_tui.runs_model import ensure_subprocess_ready\n"
+        "from ploutos_tui.actions import ensure_subprocess_ready\n"
         "class Capture:\n"
         "    def write(self, text): return len(text)\n"
         "    def flush(self): pass\n"

@@ -13,14 +13,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from engine.system.gpus import GpuMonitor, GpuReading
 from engine.system.threads import THREAD_VARS, sanitized_env
-from ploutos_tui.sampling import (
-    GpuSnapshot,
+from ploutos_tui.model.sampling import (
     HardwareSampler,
     HardwareSnapshot,
     HostReading,
     JobThreads,
-    NvmlGpus,
     PsutilHost,
     RecordedSampler,
     job_threads,
@@ -87,7 +86,7 @@ def test_psutil_host_reads_quota_and_limits_from_the_cgroup_files(tmp_path):
     ],
 )
 def test_cgroup_memory_limit_reads_v2_then_v1(tmp_path, files, expected):
-    from engine.system.threads import cgroup_memory_limit  # the sampler and the plan share it
+    from engine.system.limits import cgroup_memory_limit  # the sampler and the plan share it
 
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +95,7 @@ def test_cgroup_memory_limit_reads_v2_then_v1(tmp_path, files, expected):
 
 
 def test_sampling_does_not_import_pandas():
-    code = "import sys, ploutos_tui.sampling; print('pandas' in sys.modules)"
+    code = "import sys, ploutos_tui.model.sampling; print('pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -175,17 +174,17 @@ def fake_pynvml(
 def test_nvml_gpus_reads_a_3090(monkeypatch):
     fake = fake_pynvml()
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    gpus, note = NvmlGpus().read()
+    gpus, note = GpuMonitor().read()
     assert note == ""
     assert gpus == (
-        GpuSnapshot(0, "NVIDIA GeForce RTX 3090", 95.0, 22 * GiB, 24 * GiB, 78.0, 330.0, 350.0),
+        GpuReading(0, "NVIDIA GeForce RTX 3090", 95.0, 22 * GiB, 24 * GiB, 78.0, 330.0, 350.0),
     )
     assert gpus[0].mem_pct == pytest.approx(100 * 22 / 24)
 
 
 def test_nvml_init_error_means_no_gpu_and_a_note(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(fail_init=True))
-    source = NvmlGpus()
+    source = GpuMonitor()
     assert source.read() == ((), "no NVIDIA GPU / driver: Driver Not Loaded")
     assert source.read()[0] == ()
     assert sys.modules["pynvml"].calls["nvmlInit"] == 1  # initialised once, not every sample
@@ -193,15 +192,15 @@ def test_nvml_init_error_means_no_gpu_and_a_note(monkeypatch):
 
 def test_missing_nvml_library_means_no_gpu(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
-    gpus, note = NvmlGpus().read()
+    gpus, note = GpuMonitor().read()
     assert gpus == () and "nvidia-ml-py is not installed" in note
 
 
 def test_nvml_error_while_reading_means_no_gpu_not_an_exception(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(fail_util=True))
-    gpus, note = NvmlGpus().read()
+    gpus, note = GpuMonitor().read()
     assert gpus == () and note == "NVML error on GPU 0: GPU is lost"
-    snap = HardwareSampler(gpus=NvmlGpus()).sample()
+    snap = HardwareSampler(gpus=GpuMonitor()).sample()
     assert snap.gpus == () and "GPU is lost" in snap.gpu_note
 
 
@@ -209,7 +208,7 @@ def test_temperature_and_power_are_cached_for_the_ttl(monkeypatch):
     fake = fake_pynvml()
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     now = [100.0]
-    source = NvmlGpus(slow_ttl_s=5.0, clock=lambda: now[0])
+    source = GpuMonitor(slow_ttl_s=5.0, clock=lambda: now[0])
     for t in (100.0, 101.0, 104.9):
         now[0] = t
         assert source.read()[0][0].temp_c == 78.0
@@ -226,7 +225,7 @@ def test_temperature_and_power_are_cached_for_the_ttl(monkeypatch):
 def test_close_shuts_nvml_down(monkeypatch):
     fake = fake_pynvml(name="NVIDIA GeForce RTX 3090")  # str names (newer nvidia-ml-py)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    sampler = HardwareSampler(gpus=NvmlGpus())
+    sampler = HardwareSampler(gpus=GpuMonitor())
     assert sampler.sample().gpus[0].name == "NVIDIA GeForce RTX 3090"
     sampler.close()
     assert fake.calls["nvmlShutdown"] == 1
@@ -302,7 +301,7 @@ def test_job_threads_of_a_gone_process_is_none_and_a_failing_job_source_is_ignor
 
 
 def test_unreadable_environment_gives_sanitized_none(tmp_path):
-    from ploutos_tui.sampling import process_table
+    from ploutos_tui.model.sampling import process_table
 
     table = process_table()  # the real process table, but no <pid>/environ under tmp_path
     job = job_threads("me", os.getpid(), proc_root=tmp_path, table=table)
@@ -325,7 +324,7 @@ def _snapshot(i: int = 0, **changes) -> HardwareSnapshot:
         mem_used_bytes=3 * GiB,
         mem_total_bytes=16 * GiB,
         mem_limit_bytes=8 * GiB,
-        gpus=(GpuSnapshot(0, "RTX 3090", 95.0, 22 * GiB, 24 * GiB, None, 330.0, 350.0),),
+        gpus=(GpuReading(0, "RTX 3090", 95.0, 22 * GiB, 24 * GiB, None, 330.0, 350.0),),
         gpu_note="",
         machine_threads=900,
         ulimit_u=None,
@@ -406,7 +405,7 @@ def test_fixture_contents_match_their_names():
 
 
 def test_process_table_reads_parents_and_threads_even_with_spaces_in_names(tmp_path):
-    from ploutos_tui.sampling import process_table
+    from ploutos_tui.model.sampling import process_table
 
     for pid, stat in {
         "10": "10 (bash) S 1 10 10 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 1 2 3",

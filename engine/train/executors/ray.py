@@ -24,12 +24,16 @@ import signal
 import tempfile
 import time
 import zipfile
+from collections.abc import Collection
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from engine.errors import PloutosError
-from engine.system.threads import pool_settings
+from engine.system.threads import apply_in_process, pool_settings
+from engine.train.executors.base import Message, UnitKey, UnitTask
+from engine.train.executors.local import LocalExecutor
+from engine.train.units import MemberTask, train_member
 
 INSTALL_HINT = (
     "executor 'ray' needs the ray package: pip install 'ploutos[ray]' (or pip install ray)"
@@ -68,23 +72,23 @@ class RunSink:
     """Ray actor on the launching machine: collects events and checkpoints, answers "stop?"."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[tuple[str, int, int], dict[str, Any]]] = []
-        self.checkpoints: dict[tuple[str, int, int], bytes] = {}
-        self.new_checkpoints: set[tuple[str, int, int]] = set()
+        self.events: list[tuple[UnitKey, dict[str, Any]]] = []
+        self.checkpoints: dict[UnitKey, bytes] = {}
+        self.new_checkpoints: set[UnitKey] = set()
         self.stopping = False
 
-    def report(self, key: tuple[str, int, int], event: dict[str, Any]) -> None:
+    def report(self, key: UnitKey, event: dict[str, Any]) -> None:
         self.events.append((tuple(key), event))
 
-    def checkpoint(self, key: tuple[str, int, int], data: bytes, new: bool = True) -> None:
+    def checkpoint(self, key: UnitKey, data: bytes, new: bool = True) -> None:
         self.checkpoints[tuple(key)] = data
         if new:
             self.new_checkpoints.add(tuple(key))
 
-    def checkpoint_of(self, key: tuple[str, int, int]) -> bytes | None:
+    def checkpoint_of(self, key: UnitKey) -> bytes | None:
         return self.checkpoints.get(tuple(key))
 
-    def drain(self) -> tuple[list[Any], dict[tuple[str, int, int], bytes]]:
+    def drain(self) -> tuple[list[Any], dict[UnitKey, bytes]]:
         """Events since the last drain, and the checkpoints that arrived since then."""
         events, self.events = self.events, []
         fresh = {key: self.checkpoints[key] for key in self.new_checkpoints}
@@ -109,12 +113,10 @@ def run_member_on_ray(
 ) -> dict[str, Any]:
     """The body of one Ray task: one member, in a temporary folder of whatever node runs it."""
     import ray
-    from threadpoolctl import threadpool_limits
 
     from engine.features.compute import FeatureSet
-    from engine.train.orchestrator import MemberTask, train_member
 
-    threadpool_limits(1)  # belt and braces: the worker was started with the sanitized variables
+    apply_in_process(1)  # belt and braces: the worker was started with the sanitized variables
     task = MemberTask(**task_data)
     key = task.key
     work = Path(tempfile.mkdtemp(prefix="ploutos-member-"))
@@ -162,7 +164,8 @@ def run_member_on_ray(
 
 
 class RayExecutor:
-    """The trainer's executor interface (submit / poll / signal_all / close) on Ray."""
+    """The :class:`~engine.train.executors.base.Executor` on Ray: members as Ray tasks, fold
+    evaluations in a :class:`LocalExecutor` on this machine."""
 
     MAX_RETRIES = 3
 
@@ -174,8 +177,7 @@ class RayExecutor:
         features_path: str,
         address: str | None = None,
     ) -> None:
-        from engine.features.compute import open_features
-        from engine.train.orchestrator import LocalExecutor
+        from engine.features.cache import open_features
 
         ray = require_ray()
         self.ray = ray
@@ -212,16 +214,19 @@ class RayExecutor:
             num_cpus=cpus, num_gpus=gpus, max_retries=self.MAX_RETRIES, retry_exceptions=False
         )(run_member_on_ray)
         self.local = LocalExecutor(self.max_parallel)
-        self.running: dict[tuple[str, int, int], Any] = {}
-        self._members: dict[Any, Any] = {}  # object ref -> task
+        self._running: dict[UnitKey, UnitTask] = {}
+        self._members: dict[Any, MemberTask] = {}  # object ref -> task
 
     def has_room(self) -> bool:
-        return len(self.running) < self.max_parallel
+        return len(self._running) < self.max_parallel
 
-    def submit(self, task: Any) -> None:
-        if task.kind != "member":
+    def running_keys(self) -> Collection[UnitKey]:
+        return tuple(self._running)
+
+    def submit(self, task: UnitTask) -> None:
+        if not isinstance(task, MemberTask):
             self.local.submit(task)
-            self.running[task.key] = task
+            self._running[task.key] = task
             return
         checkpoint = Path(task.checkpoint_dir)
         if (checkpoint / "checkpoint.zip").exists():
@@ -229,25 +234,25 @@ class RayExecutor:
             self.ray.get(self.sink.checkpoint.remote(task.key, _pack(checkpoint), False))
         ref = self.remote.remote(asdict(task), *self.refs, self.meta, self.sink)
         self._members[ref] = task
-        self.running[task.key] = task
+        self._running[task.key] = task
 
-    def _write_checkpoints(self, checkpoints: dict[tuple[str, int, int], bytes]) -> None:
+    def _write_checkpoints(self, checkpoints: dict[UnitKey, bytes]) -> None:
         for key, data in checkpoints.items():
             task = self._members_by_key().get(tuple(key))
             if task is not None:
                 unpack(data, Path(task.checkpoint_dir))
 
-    def _members_by_key(self) -> dict[tuple[str, int, int], Any]:
+    def _members_by_key(self) -> dict[UnitKey, MemberTask]:
         return {t.key: t for t in self._members.values()}
 
-    def poll(self, timeout: float) -> list[tuple[str, tuple[str, int, int], dict[str, Any]]]:
+    def poll(self, timeout: float) -> list[Message]:
         ray = self.ray
-        out: list[tuple[str, tuple[str, int, int], dict[str, Any]]] = []
-        local_out = self.local.poll(timeout=0.05) if self.local.running else []
-        for kind, key, payload in local_out:
-            out.append((kind, key, payload))
-            if kind in ("result", "error"):
-                self.running.pop(key, None)
+        out: list[Message] = []
+        local_out = self.local.poll(timeout=0.05) if self.local.running_keys() else []
+        for message in local_out:
+            out.append(message)
+            if message.kind in ("result", "error"):
+                self._running.pop(message.key, None)
         refs = list(self._members)
         done: list[Any] = []
         if refs:
@@ -257,21 +262,21 @@ class RayExecutor:
         events, checkpoints = ray.get(self.sink.drain.remote())
         self._write_checkpoints(checkpoints)
         for key, event in events:
-            out.append(("event", tuple(key), event))
+            out.append(Message("event", tuple(key), event))
         for ref in done:
             task = self._members.pop(ref)
-            self.running.pop(task.key, None)
+            self._running.pop(task.key, None)
             try:
                 result = ray.get(ref)
             except Exception as err:  # noqa: BLE001 - a task that failed for good
                 message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-                out.append(("error", task.key, {"error": message}))
+                out.append(Message("error", task.key, {"error": message}))
                 continue
             files = result.pop("files", None)
             if files is not None:
                 unpack(files, Path(task.member_dir))
                 result["model"] = str(Path(task.member_dir) / "model.zip")
-            out.append(("result", task.key, result))
+            out.append(Message("result", task.key, result))
         return out
 
     def signal_all(self, signum: int) -> None:

@@ -6,7 +6,7 @@ the machine:
 * :class:`HostSource` (real: :class:`PsutilHost`): per-core and total CPU load measured since the
   previous sample (never blocking), load average, RAM, usable CPUs, cgroup quota and limits,
   threads alive on the machine and the limits on them.
-* :class:`GpuSource` (real: :class:`NvmlGpus`): per GPU utilisation and memory every sample,
+* :class:`GpuSource` (real: ``engine.api.GpuMonitor``): per GPU utilisation and memory every sample,
   temperature and power cached for a few seconds. Any NVML problem means zero GPUs and a note,
   never an exception.
 * ``JobSource``: a callable returning ``{run_id: pid}`` of the live jobs; :func:`job_threads`
@@ -18,7 +18,6 @@ the machine:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -30,8 +29,10 @@ from typing import Any, Protocol
 
 import psutil
 
-from engine.system.threads import (
+from engine.api import (
     THREAD_VARS,
+    GpuMonitor,
+    GpuReading,
     cgroup_cpu_quota,
     cgroup_memory_limit,
     machine_threads,
@@ -44,22 +45,6 @@ PROC_ROOT = Path("/proc")
 
 
 # --------------------------------------------------------------------------- snapshots
-
-
-@dataclass(frozen=True)
-class GpuSnapshot:
-    index: int
-    name: str
-    util_pct: float
-    mem_used_bytes: int
-    mem_total_bytes: int
-    temp_c: float | None  # None where the driver does not report it
-    power_w: float | None
-    power_limit_w: float | None
-
-    @property
-    def mem_pct(self) -> float:
-        return 100.0 * self.mem_used_bytes / self.mem_total_bytes if self.mem_total_bytes else 0.0
 
 
 @dataclass(frozen=True)
@@ -91,7 +76,7 @@ class HardwareSnapshot:
     mem_used_bytes: int
     mem_total_bytes: int
     mem_limit_bytes: int | None  # cgroup memory limit, None when unlimited
-    gpus: tuple[GpuSnapshot, ...]
+    gpus: tuple[GpuReading, ...]
     gpu_note: str  # why there is no GPU (or an NVML error); "" when all is well
     machine_threads: int | None  # threads alive on the machine (/proc/loadavg)
     ulimit_u: int | None
@@ -144,7 +129,7 @@ class HardwareSnapshot:
         values = {key: value for key, value in data.items() if key in known}
         values["per_core_pct"] = tuple(float(v) for v in values["per_core_pct"])
         values["load_avg"] = tuple(float(v) for v in values["load_avg"])
-        values["gpus"] = tuple(GpuSnapshot(**gpu) for gpu in values.get("gpus", ()))
+        values["gpus"] = tuple(GpuReading(**gpu) for gpu in values.get("gpus", ()))
         values["jobs"] = tuple(JobThreads(**job) for job in values.get("jobs", ()))
         return cls(**values)
 
@@ -309,105 +294,9 @@ class PsutilHost:
 
 
 class GpuSource(Protocol):
-    def read(self) -> tuple[tuple[GpuSnapshot, ...], str]:
+    def read(self) -> tuple[tuple[GpuReading, ...], str]:
         """The GPUs now, and a note ("" when fine; why there are none otherwise)."""
         ...
-
-
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-class NvmlGpus:
-    """GPUs through NVML (``pynvml`` from nvidia-ml-py).
-
-    NVML is initialised once, on the first read. Utilisation and memory are read every time;
-    temperature, power and the power limit are cached for ``slow_ttl_s`` seconds because some
-    drivers take tens of milliseconds for them. No library, no driver or any NVML error gives
-    zero GPUs and a note; this class never raises from :meth:`read`.
-    """
-
-    def __init__(
-        self, slow_ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.slow_ttl_s = slow_ttl_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._nvml: Any = None
-        self._devices: list[tuple[int, str, Any]] = []  # index, name, handle
-        self._init_note: str | None = None  # set once initialisation was tried
-        self._slow: dict[int, tuple[float, float | None, float | None, float | None]] = {}
-
-    def _init(self) -> None:
-        try:
-            import pynvml
-        except ImportError:
-            self._init_note = "no NVIDIA GPU / driver: nvidia-ml-py is not installed"
-            return
-        try:
-            pynvml.nvmlInit()
-        except Exception as err:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
-            self._init_note = f"no NVIDIA GPU / driver: {_text(err) or type(err).__name__}"
-            return
-        try:
-            devices = []
-            for i in range(int(pynvml.nvmlDeviceGetCount())):
-                handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-                devices.append((i, _text(pynvml.nvmlDeviceGetName(handle)), handle))
-        except Exception as err:
-            self._init_note = f"no NVIDIA GPU / driver: NVML failed listing GPUs: {err}"
-            with contextlib.suppress(Exception):
-                pynvml.nvmlShutdown()
-            return
-        self._nvml = pynvml
-        self._devices = devices
-        self._init_note = "" if devices else "no NVIDIA GPU / driver: NVML sees no GPU"
-
-    def _slow_values(
-        self, index: int, handle: Any
-    ) -> tuple[float | None, float | None, float | None]:
-        now = self._clock()
-        cached = self._slow.get(index)
-        if cached is not None and now - cached[0] < self.slow_ttl_s:
-            return cached[1], cached[2], cached[3]
-        nvml = self._nvml
-        temp = power = limit = None
-        with contextlib.suppress(Exception):  # NVML_ERROR_NOT_SUPPORTED on some boards
-            temp = float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
-        with contextlib.suppress(Exception):
-            power = nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0  # milliwatts
-        with contextlib.suppress(Exception):
-            limit = nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0
-        self._slow[index] = (now, temp, power, limit)
-        return temp, power, limit
-
-    def read(self) -> tuple[tuple[GpuSnapshot, ...], str]:
-        with self._lock:
-            if self._init_note is None:
-                self._init()
-            if self._nvml is None:
-                return (), self._init_note or ""
-            nvml = self._nvml
-            gpus = []
-            for index, name, handle in self._devices:
-                try:
-                    util = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-                    memory = nvml.nvmlDeviceGetMemoryInfo(handle)
-                    used, total = int(memory.used), int(memory.total)
-                except Exception as err:  # GPU fell off the bus, driver reloaded, ...
-                    return (), f"NVML error on GPU {index}: {_text(err) or type(err).__name__}"
-                temp, power, limit = self._slow_values(index, handle)
-                gpus.append(GpuSnapshot(index, name, util, used, total, temp, power, limit))
-            return tuple(gpus), ""
-
-    def close(self) -> None:
-        with self._lock:
-            if self._nvml is not None:
-                with contextlib.suppress(Exception):
-                    self._nvml.nvmlShutdown()
-            self._nvml = None
-            self._devices = []
-            self._init_note = None
 
 
 # --------------------------------------------------------------------------- jobs
@@ -520,7 +409,7 @@ class HardwareSampler:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.host = host if host is not None else PsutilHost()
-        self.gpus = gpus if gpus is not None else NvmlGpus()
+        self.gpus = gpus if gpus is not None else GpuMonitor()
         self.jobs = jobs if jobs is not None else _NoJobs()
         self._clock = clock
         self._lock = threading.Lock()

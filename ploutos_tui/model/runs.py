@@ -2,23 +2,20 @@
 
 :class:`RunsWatcher` follows every run folder under a runs root. Each :meth:`RunsWatcher.poll`
 rescans the root (new runs appear), tails each run's ``events.jsonl`` with the engine's one
-reader (:class:`engine.runs.folder.EventTail`: only what was appended since the last poll is read, at
-most ``max_read_bytes`` per run per poll) into an :class:`engine.runs.folder.RunView`, and returns
+reader (``EventTail`` of :mod:`engine.api`: only what was appended since the last poll is read, at
+most ``max_read_bytes`` per run per poll) into a ``RunView``, and returns
 immutable :class:`RunSnapshot` copies the UI thread can keep. A run folder that cannot be read
 shows as ``unreadable`` with its reason; the others are listed as usual. ``poll`` does file I/O
 and is meant to run in a worker thread; this module imports nothing from Textual.
 
-Jobs are started, stopped and resumed through the engine (:mod:`engine.runs.jobs`): a launched trainer
-runs in its own session and outlives the panel. The panel keeps the ``Popen`` objects only to
-reap children that end while it is open (no zombies).
+The watcher is also the screens' one handle on the runs: its ``launch_run``, ``stop`` and
+``resume`` only forward to :mod:`ploutos_tui.actions` (so tests can stand in for them).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,9 +24,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from engine.errors import PloutosError
-from engine.runs.folder import (
-    LIVE_STATES,
+from engine.api import (
+    LIVE,
     RESUMABLE,
     EventTail,
     RunFolder,
@@ -38,9 +34,10 @@ from engine.runs.folder import (
     default_runs_root,
     list_runs,
     parse_stamp,
+    resolve_run,
 )
+from ploutos_tui import actions
 
-ENDED_STATES = ("stopped", "finished", "failed")
 DEFAULT_MAX_READ_BYTES = 4 << 20  # per run per poll
 
 
@@ -111,7 +108,7 @@ class RunSnapshot:
 
     @property
     def live(self) -> bool:
-        return self.state in LIVE_STATES
+        return self.state in LIVE
 
     @property
     def state_label(self) -> str:
@@ -151,152 +148,15 @@ def parse_ts(stamp: str | None) -> float | None:
     return parse_stamp(stamp)
 
 
-# ---------------------------------------------------------------------------- processes
-_children_lock = threading.Lock()
-_children: dict[str, subprocess.Popen[bytes]] = {}
-
-
-def _remember(run_id: str, proc: subprocess.Popen[bytes]) -> None:
-    with _children_lock:
-        old = _children.get(run_id)
-        if old is not None:
-            old.poll()
-        _children[run_id] = proc
-
-
-def reap_children() -> dict[str, int]:
-    """``poll()`` every trainer this process launched; forget (and return) those that ended."""
-    ended: dict[str, int] = {}
-    with _children_lock:
-        for run_id, proc in list(_children.items()):
-            code = proc.poll()
-            if code is not None:
-                ended[run_id] = code
-                del _children[run_id]
-    return ended
-
-
-def _child_alive(run_id: str) -> bool:
-    with _children_lock:
-        proc = _children.get(run_id)
-        return proc is not None and proc.poll() is None
-
-
-_helpers_lock = threading.Lock()
-
-
-def ensure_subprocess_ready() -> None:
-    """Start multiprocessing's resource tracker with a real stderr; call before engine work that
-    may start a process pool in this process (``prepare_run`` building features).
-
-    Inside a running Textual app ``sys.stderr`` is a capture whose ``fileno()`` is -1, and the
-    tracker (started by the first pool) hands that to ``fork_exec``: "bad value(s) in
-    fds_to_keep". Once started, the tracker serves every later pool.
-    """
-    from multiprocessing import resource_tracker
-
-    with _helpers_lock:
-        err = sys.stderr
-        try:
-            usable = err is not None and err.fileno() >= 0
-        except (AttributeError, OSError, ValueError):
-            usable = False
-        real = sys.__stderr__
-        if usable or real is None:
-            resource_tracker.ensure_running()
-            return
-        sys.stderr = real  # for the few milliseconds of the spawn
-        try:
-            resource_tracker.ensure_running()
-        finally:
-            if sys.stderr is real:
-                sys.stderr = err
-
-
-def launch_run(
-    config_path: str | Path,
-    profile: str | None = None,
-    ensemble: int | None = None,
-    algorithm: str | None = None,
-    runs_root: str | Path | None = None,
-) -> RunFolder:
-    """Validate and create the run folder (``prepare_run``: seconds), then start its trainer
-    detached. Blocking: call it from a worker thread. Raises ``PloutosError`` for bad input."""
-    from engine.runs.jobs import start_detached
-    from engine.train.orchestrator import prepare_run
-
-    ensure_subprocess_ready()
-    folder = prepare_run(
-        config_path,
-        profile=profile,
-        ensemble=ensemble,
-        algorithm=algorithm,
-        runs_root=runs_root or default_runs_root(),
-    )
-    _remember(folder.run_id, start_detached(folder))
-    return folder
-
-
-def _folder(run: str | os.PathLike[str] | RunFolder | RunSnapshot, runs_root: Path | None):
-    if isinstance(run, RunFolder):
-        return run
-    if isinstance(run, RunSnapshot):
-        return RunFolder(run.path)
-    from engine.runs.folder import resolve_run
-
-    return resolve_run(run, runs_root)
-
-
-def stop(
-    run: str | os.PathLike[str] | RunFolder | RunSnapshot, runs_root: Path | None = None
-) -> str:
-    """Ask the run's trainer to stop (SIGTERM, members checkpoint); returns the state seen now."""
-    from engine.runs.jobs import stop_run
-
-    return stop_run(_folder(run, runs_root), wait_s=0.0)
-
-
-def resume(
-    run: str | os.PathLike[str] | RunFolder | RunSnapshot, runs_root: Path | None = None
-) -> RunFolder:
-    """Start a detached trainer that continues a stopped, failed or interrupted run."""
-    from engine.runs.jobs import start_detached
-
-    folder = _folder(run, runs_root)
-    state = folder.state()
-    if state == "interrupted" and _child_alive(folder.run_id):
-        state = "starting"
-    if state not in RESUMABLE:
-        raise PloutosError(f"{folder.run_id}: {state}; only a {'/'.join(RESUMABLE)} run resumes")
-    _remember(folder.run_id, start_detached(folder))
-    return folder
-
-
+# ---------------------------------------------------------------------------- reading folders
 def job_pids(runs_root: Path | None = None) -> dict[str, int]:
     """Trainer pid of every live run (a trainer holds its lock) under the runs root."""
     out: dict[str, int] = {}
     for folder in list_runs(runs_root):
-        pid = _live_pid(folder)
+        pid = folder.trainer_pid()
         if pid:
             out[folder.run_id] = pid
     return out
-
-
-def _live_pid(folder: RunFolder, status: Mapping[str, Any] | None = None) -> int | None:
-    if not folder.trainer_alive():
-        return None
-    status = folder.read_status() if status is None else status
-    try:
-        pid = int(status.get("pid") or 0)
-    except (TypeError, ValueError, OverflowError):
-        pid = 0
-    if pid <= 0:
-        try:
-            text = folder.lock_path.read_text().strip()
-        except OSError:
-            text = ""
-        pid = int(text) if text.isdigit() else 0
-    return pid or None
 
 
 def log_tail(run: RunFolder | RunSnapshot | os.PathLike[str] | str, lines: int = 200) -> list[str]:
@@ -384,7 +244,7 @@ class RunsWatcher:
     # -------------------------------------------------------------- reading
     def poll(self) -> list[RunSnapshot]:
         """Every run, newest first, with the events appended since the previous poll applied."""
-        reap_children()
+        actions.reap_children()
         with self._lock:
             self.bytes_read_last_poll = 0
             folders = list_runs(self.runs_root)
@@ -404,7 +264,7 @@ class RunsWatcher:
 
     def poll_run(self, run_id: str) -> RunSnapshot | None:
         """Only this run (cheaper than :meth:`poll` for a screen that shows one run)."""
-        reap_children()
+        actions.reap_children()
         with self._lock:
             folder = RunFolder(self.runs_root / run_id)
             if not folder.exists():
@@ -467,14 +327,14 @@ class RunsWatcher:
         started = parse_ts(view.started_at)
         if started is None:
             elapsed = None
-        elif state in LIVE_STATES:
+        elif state in LIVE:
             elapsed = max(0.0, self.clock() - started)
         else:
             last = parse_ts(view.updated_at)
             elapsed = max(0.0, last - started) if last is not None else None
         pid = None
-        if state in LIVE_STATES:
-            pid = _live_pid(t.folder, status)
+        if state in LIVE:
+            pid = t.folder.trainer_pid(status)
         error = view.error or (status.get("error") if state == "failed" else None)
         if run_state.reason:
             error = run_state.reason
@@ -531,7 +391,7 @@ class RunsWatcher:
 
     def _state(self, t: _Tracked, status: dict[str, Any]) -> RunState:
         found = t.folder.run_state(self.clock(), status, t.status_problem)
-        if found.state == "interrupted" and _child_alive(t.folder.run_id):
+        if found.state == "interrupted" and actions.child_alive(t.folder.run_id):
             return RunState("starting")  # a trainer this panel just launched has no lock yet
         return found
 
@@ -545,7 +405,7 @@ class RunsWatcher:
         with contextlib.suppress(OSError, ValueError, TypeError):
             info["n_folds"] = len(t.folder.read_folds())
         try:
-            from engine.yamlio import read_yaml
+            from engine.api import read_yaml  # PyYAML: not before the first frame needs it
 
             training = read_yaml(t.folder.config_path)[0].get("training", {})
             info["algorithm"] = str(training.get("algorithm") or "")
@@ -624,13 +484,13 @@ class RunsWatcher:
         ensemble: int | None = None,
         algorithm: str | None = None,
     ) -> RunFolder:
-        return launch_run(config_path, profile, ensemble, algorithm, self.runs_root)
+        return actions.launch_run(config_path, profile, ensemble, algorithm, self.runs_root)
 
     def stop(self, run_id: str) -> str:
-        return stop(self._resolve(run_id))
+        return actions.stop(self._resolve(run_id))
 
     def resume(self, run_id: str) -> RunFolder:
-        return resume(self._resolve(run_id))
+        return actions.resume(self._resolve(run_id))
 
     def log_tail(self, run_id: str, lines: int = 200) -> list[str]:
         return log_tail(self._resolve(run_id), lines)
@@ -642,6 +502,4 @@ class RunsWatcher:
         candidate = self.runs_root / run_id
         if candidate.is_dir():
             return RunFolder(candidate)
-        from engine.runs.folder import resolve_run
-
         return resolve_run(run_id, self.runs_root)

@@ -1,0 +1,1 @@
+"""What the panel reads: run folders and the machine, as immutable snapshots (no Textual, no actions)."""
