@@ -1,5 +1,8 @@
 """``ploutos``: the engine's command line. The control panel launches these same commands.
 
+One job, argument parsing and dispatch: each sub-command is a small function that imports the
+room it drives lazily, so ``ploutos --help`` stays fast; its length is the number of commands.
+
 Errors the user can fix print as one line (``ploutos: error: ...``) with exit status 2; ``--debug``
 shows the traceback instead.
 """

@@ -1,5 +1,8 @@
 """``dataset check``: validate a dataset folder against its manifest and the NYSE calendar.
 
+One job, many rules: each check is a short function producing findings; they stay together so the
+report and its severities are defined in one place.
+
 Every problem becomes a :class:`Finding` with a severity:
 
 - ``error``: the data is wrong or unusable as stored (checksum mismatch, duplicated or unsorted

@@ -1,5 +1,8 @@
 """The trading environment: a long-only multi-ticker portfolio stepping over precomputed arrays.
 
+The ledger (fills, costs, valuation) and the gymnasium env that wraps it share this module on
+purpose: the batched VecEnv and the single env must run the same step code bit for bit.
+
 The environment never computes features. It reads two arrays that may be read-only memory maps
 shared by many environments (it never writes into them and never copies them):
 

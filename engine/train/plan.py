@@ -1,5 +1,8 @@
 """The one place that turns a hardware profile and the machine into training numbers, with reasons.
 
+Long (about 1,000 lines) because it is one job with many reasons to print: every number the plan
+chooses carries the sentence that justified it, and the machine probe it needs lives beside it.
+
 ``resolve_plan`` reads a profile from the hardware file (``--hardware-file``, else
 ``config/hardware.yaml`` in the working directory, else the packaged one; the plan names the file
 it read) with fixed numbers or ``auto``, looks at
