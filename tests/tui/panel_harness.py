@@ -123,3 +123,24 @@ async def wait_for(pilot, predicate, what: str, timeout: float = 30.0) -> None:
         assert_alive(pilot.app, f"while waiting for {what}")
         assert loop.time() < deadline, f"timed out waiting for {what}"
         await pilot.pause(0.05)
+
+
+class ScreenApp(App[None]):
+    """Shows one screen (``make()``) on its own, for tests of that screen."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        super().__init__()
+        self.make = make
+
+    def on_mount(self) -> None:
+        self.push_screen(self.make())
+
+
+async def until(pilot, condition: Callable[[], Any], timeout: float = 20.0) -> None:
+    """Pause the pilot until ``condition()`` holds; a hang fails after ``timeout`` seconds."""
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            await pilot.pause()
+            return
+        await pilot.pause(0.02)
+    raise AssertionError("timed out waiting for the screen")

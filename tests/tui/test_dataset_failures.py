@@ -114,6 +114,18 @@ async def test_a_full_disk_while_b_builds_the_demo_is_a_message(panel, tmp_path,
         assert_alive(app, "after the rebuild")
 
 
+async def build_aapl_from_the_form(app, pilot):
+    """Open the Alpaca form on the dataset screen, build AAPL, wait for the error message."""
+    screen = dataset_screen(app)
+    await wait_for(pilot, lambda: screen.summary is not None, "the read")
+    await pilot.press("a")
+    await wait_for(pilot, lambda: app.screen is not screen, "the form")
+    app.screen.query_one("#tickers").value = "AAPL"
+    await pilot.click("#build")
+    await wait_for(pilot, lambda: "error" in text_of(screen, "#dataset-message"), "error")
+    return screen
+
+
 async def test_a_full_disk_during_an_alpaca_build_is_a_message(panel, tmp_path, monkeypatch):
     import engine.data.builder
 
@@ -123,13 +135,7 @@ async def test_a_full_disk_during_an_alpaca_build_is_a_message(panel, tmp_path, 
     monkeypatch.setattr(engine.data.builder, "build_alpaca", full_disk)
     app = panel("dataset")
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = dataset_screen(app)
-        await wait_for(pilot, lambda: screen.summary is not None, "the read")
-        await pilot.press("a")
-        await wait_for(pilot, lambda: app.screen is not screen, "the form")
-        app.screen.query_one("#tickers").value = "AAPL"
-        await pilot.click("#build")
-        await wait_for(pilot, lambda: "error" in text_of(screen, "#dataset-message"), "error")
+        screen = await build_aapl_from_the_form(app, pilot)
         await pilot.pause()
         assert_alive(app, "after ENOSPC in the Alpaca build")
         message = text_of(screen, "#dataset-message")
@@ -150,13 +156,7 @@ async def test_a_builder_bug_in_the_progress_report_is_a_message(panel, tmp_path
     monkeypatch.setattr(engine.data.builder, "build_alpaca", reports_garbage)
     app = panel("dataset")
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = dataset_screen(app)
-        await wait_for(pilot, lambda: screen.summary is not None, "the read")
-        await pilot.press("a")
-        await wait_for(pilot, lambda: app.screen is not screen, "the form")
-        app.screen.query_one("#tickers").value = "AAPL"
-        await pilot.click("#build")
-        await wait_for(pilot, lambda: "error" in text_of(screen, "#dataset-message"), "error")
+        screen = await build_aapl_from_the_form(app, pilot)
         await pilot.pause()
         assert_alive(app, "after a failing progress report")
         assert "AttributeError" in text_of(screen, "#dataset-message")

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.app import App
 from textual.widgets import DataTable, Input, Log, Static
 
 from engine.errors import PloutosError
@@ -18,6 +17,7 @@ from ploutos_tui.model.runs import RunsWatcher
 from ploutos_tui.screens.jobs import JobsScreen, LaunchScreen
 from ploutos_tui.screens.run import LogScreen, RunScreen
 from ploutos_tui.widgets.histogram import Histogram
+from tests.tui.panel_harness import ScreenApp, until
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
@@ -67,17 +67,6 @@ class FakeWatcher(RunsWatcher):
         return RunFolder(new)
 
 
-class ScreenApp(App[None]):
-    """Shows one screen; records ``open_run`` when asked to have that hook."""
-
-    def __init__(self, make: Callable[[], Any]) -> None:
-        super().__init__()
-        self.make = make
-
-    def on_mount(self) -> None:
-        self.push_screen(self.make())
-
-
 class HookApp(ScreenApp):
     def __init__(self, make: Callable[[], Any]) -> None:
         super().__init__(make)
@@ -85,15 +74,6 @@ class HookApp(ScreenApp):
 
     def open_run(self, run_id: str) -> None:
         self.opened.append(run_id)
-
-
-async def until(pilot, condition: Callable[[], Any], timeout: float = 20.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            await pilot.pause()
-            return
-        await pilot.pause(0.02)
-    raise AssertionError("timed out waiting for the screen")
 
 
 def jobs_app(watcher: RunsWatcher, app_class=ScreenApp) -> ScreenApp:

@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from textual.app import App
 from textual.widgets import DataTable, Static
 
 from engine.runs.events import parse_stamp
@@ -20,6 +17,7 @@ from engine.train.plan import assumed_machine
 from ploutos_tui.model.runs import RunsWatcher
 from ploutos_tui.screens.jobs import JobsScreen
 from ploutos_tui.screens.run import RunScreen
+from tests.tui.panel_harness import ScreenApp, until
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
@@ -40,24 +38,6 @@ def runs(tmp_path: Path) -> Path:
     root = tmp_path / "runs"
     shutil.copytree(FIXTURES, root)
     return root
-
-
-class ScreenApp(App[None]):
-    def __init__(self, make: Callable[[], Any]) -> None:
-        super().__init__()
-        self.make = make
-
-    def on_mount(self) -> None:
-        self.push_screen(self.make())
-
-
-async def until(pilot, condition: Callable[[], Any], timeout: float = 20.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            await pilot.pause()
-            return
-        await pilot.pause(0.02)
-    raise AssertionError("timed out waiting for the screen")
 
 
 async def test_jobs_list_keeps_every_run_beside_a_bad_one(runs: Path):
