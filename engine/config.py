@@ -61,8 +61,13 @@ class DataConfig(_Strict):
 
 
 class EnvConfig(_Strict):
-    """Trading costs and episode shape, in basis points and bars."""
+    """Trading costs and episode shape, in basis points and bars, and where orders fill.
 
+    ``fill``: ``next_open`` (default: an order decided at bar t's close fills at bar t+1's open,
+    what a live order can get), ``next_vwap`` (at bar t+1's vwap; the dataset must have vwap) or
+    ``close`` (at the close the agent has just seen: optimistic, and labelled so in results)."""
+
+    fill: Literal["next_open", "next_vwap", "close"] = "next_open"
     commission_bps: float = Field(default=1.0, ge=0)
     slippage_bps: float = Field(default=2.0, ge=0)
     episode_length: int = Field(default=1024, gt=0)
@@ -94,6 +99,9 @@ class WalkForwardConfig(_Strict):
     test_months: int = Field(default=6, gt=0)
     step_months: int = Field(default=6, gt=0)
     expanding: bool = False
+    # step_months < test_months makes test windows overlap, so pooled statistics would count
+    # the same bars twice: refused unless this is set (then pooled figures use each bar once).
+    allow_overlapping_tests: bool = False
     # Keep only the most recent N folds (None: every fold the data allows).
     max_folds: int | None = Field(default=None, ge=1)
 
@@ -109,6 +117,43 @@ class MonteCarloConfig(_Strict):
     seed: int = 0
 
 
+class VerdictConfig(_Strict):
+    """How a run is judged (docs/results.md says what each statistic means).
+
+    Skill is shown only when the timing-skill p-value is at most ``alpha``, the deflated Sharpe
+    ratio at least ``min_deflated_sharpe``, the probability of backtest overfitting at most
+    ``max_pbo`` (where it can be computed), the pooled out-of-sample return after costs is
+    positive and the ensemble held stocks at all."""
+
+    # Timing-skill test: the test window's next-bar returns are cut into blocks of
+    # permutation_block_bars bars and shuffled against the features, `permutations` times.
+    permutations: int = Field(default=199, ge=19)
+    permutation_block_bars: int = Field(default=48, ge=1)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    min_deflated_sharpe: float = Field(default=0.95, gt=0, lt=1)
+    max_pbo: float = Field(default=0.5, gt=0, le=1)
+    # Combinatorially symmetric cross-validation: the trials' common bars cut into this many
+    # blocks (even); C(16, 8) = 12,870 splits.
+    pbo_splits: int = Field(default=16, ge=2)
+    # Cost-sensitivity table: out-of-sample return at these multiples of the configured costs.
+    cost_multipliers: list[float] = Field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0])
+    seed: int = 0
+
+    @field_validator("pbo_splits")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"pbo_splits must be even, got {value}")
+        return value
+
+    @field_validator("cost_multipliers")
+    @classmethod
+    def _multipliers(cls, values: list[float]) -> list[float]:
+        if not values or any(not (v >= 0) for v in values):
+            raise ValueError("cost_multipliers must be a non-empty list of numbers >= 0")
+        return values
+
+
 class PloutosConfig(_Strict):
     """One training configuration file."""
 
@@ -119,6 +164,7 @@ class PloutosConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     walk_forward: WalkForwardConfig = WalkForwardConfig()
     monte_carlo: MonteCarloConfig = MonteCarloConfig()
+    verdict: VerdictConfig = VerdictConfig()
     hardware_profile: str = "auto"
     # Where the units of work run: worker processes on this machine, or a Ray cluster
     # (`pip install 'ploutos[ray]'`); no ray_address starts Ray locally.

@@ -25,14 +25,22 @@ from engine.env.portfolio import PortfolioEnvConfig, PortfolioTradingEnv
 from engine.env.vec_env import BatchedPortfolioVecEnv
 from engine.errors import ConfigError
 from engine.evaluation.evaluate import (
+    NULL_POLICIES,
     EnsemblePolicy,
+    Policy,
     Vote,
     distribution_probs,
     is_recurrent,
     majority_vote,
     mean_prob_vote,
+    null_policy,
 )
-from engine.evaluation.montecarlo import MonteCarloResult, run_monte_carlo, simulation_setup
+from engine.evaluation.montecarlo import (
+    MonteCarloResult,
+    PolicyComparison,
+    compare_policies,
+    simulation_setup,
+)
 
 # Six months of regular-session hourly bars: ~126 trading days x 7 bars.
 DEFAULT_WINDOW_BARS = 882
@@ -118,19 +126,26 @@ def bench_montecarlo(
         mc = MonteCarloConfig(simulations=simulations, seed=seed)
 
         batched_times: list[float] = []
-        batched: MonteCarloResult | None = None
+        comparison: PolicyComparison | None = None
         for _ in range(repeats):
             start = time.perf_counter()
-            batched = run_monte_carlo(policy, features, prices, None, rows, config, mc)
+            comparison = compare_policies(policy, features, prices, None, rows, config, mc)
             batched_times.append(time.perf_counter() - start)
-        assert batched is not None
+        assert comparison is not None
+        batched = comparison.ensemble
         naive_times: list[float] = []
         naive: MonteCarloResult | None = None
+        naive_nulls: dict[str, MonteCarloResult] = {}
         for _ in range(naive_repeats):
             start = time.perf_counter()
             naive = run_monte_carlo_naive(
                 models, features, prices, None, rows, config, mc, vote=vote, limit=naive_simulations
             )
+            for name in NULL_POLICIES:
+                null = null_policy(name, n_tickers, mc.seed + 1)
+                naive_nulls[name] = run_policy_naive(
+                    null, features, prices, None, rows, config, mc, limit=naive_simulations
+                )
             naive_times.append(time.perf_counter() - start)
         assert naive is not None
     finally:
@@ -139,10 +154,25 @@ def bench_montecarlo(
 
     batched_s = statistics.median(batched_times)
     naive_s = statistics.median(naive_times)
-    batched_rate = float(batched.lengths.sum()) / batched_s
-    naive_rate = float(naive.lengths.sum()) / naive_s
+    policies = 1 + len(NULL_POLICIES)  # every simulation is run for the ensemble and each null
+    batched_rate = policies * float(batched.lengths.sum()) / batched_s
+    naive_rate = policies * float(naive.lengths.sum()) / naive_s
     k = naive.simulations
     diff = np.abs(naive.final_returns - batched.final_returns[:k])
+    nulls_match = {
+        name: bool(
+            np.allclose(
+                naive_nulls[name].final_returns,
+                comparison.nulls[name].final_returns[:k],
+                rtol=0,
+                atol=1e-12,
+            )
+        )
+        for name in NULL_POLICIES
+        # The random null draws one [n, ticker] block per step for the batch, the naive loop
+        # one row per simulation: the same distribution, not the same draws.
+        if name != "random"
+    }
     return {
         "algorithm": algorithm,
         "members": members,
@@ -173,8 +203,15 @@ def bench_montecarlo(
             np.array_equal(naive.final_returns, batched.final_returns[:k])
         ),
         "naive_max_abs_diff": float(diff.max()),
-        "note": "medians over repeats; the naive run covers the first naive_simulations "
-        "simulations of the same plan",
+        "null_policies": list(NULL_POLICIES),
+        "naive_nulls_match_batched": nulls_match,
+        "loss_probability": {
+            "ensemble": batched.stats().loss_probability,
+            **{n: r.stats().loss_probability for n, r in comparison.nulls.items()},
+        },
+        "note": "medians over repeats; both sides run the ensemble and every null policy on the "
+        "same plan (bar steps count all of them); the naive run covers the first "
+        "naive_simulations simulations of that plan",
     }
 
 
@@ -211,6 +248,49 @@ def _member_output(
         return distribution_probs(dist).cpu().numpy(), state
 
 
+def run_policy_naive(
+    policy: Policy,
+    features: np.ndarray,
+    prices: np.ndarray,
+    tradable: np.ndarray | None,
+    rows: tuple[int, int],
+    env_config: PortfolioEnvConfig,
+    mc: MonteCarloConfig,
+    seed: int | None = None,
+    limit: int | None = None,
+    *,
+    fill_prices: np.ndarray | None = None,
+) -> MonteCarloResult:
+    """The naive loop for any :class:`engine.evaluation.evaluate.Policy` (the null policies):
+    one simulation after another in one gym env, one ``act`` per step on one observation."""
+    plan, config = simulation_setup(features, rows, env_config, mc, seed)
+    count = mc.simulations if limit is None else min(limit, mc.simulations)
+    env = PortfolioTradingEnv(features, prices, config, tradable=tradable, fill_prices=fill_prices)
+    v0 = config.initial_equity
+    final, max_dd = np.empty(count), np.empty(count)
+    policy.reset(1)
+    for i in range(count):
+        length = int(plan.lengths[i])
+        obs, info = env.reset(options={"index_path": plan.paths[i, : length + 1]})
+        env.batch.set_cost_multipliers(plan.cost_multipliers[i : i + 1])
+        peak, worst, equity = v0, 0.0, v0
+        for k in range(length):
+            action = policy.act(obs.reshape(1, -1), np.array([k == 0]))
+            obs, _, _, _, info = env.step(np.asarray(action)[0])
+            equity = info["equity"]
+            peak = max(peak, equity)
+            worst = max(worst, 1.0 - equity / peak)
+        exit_cost = config.cost_rate * plan.cost_multipliers[i] * (equity - info["cash"])
+        final[i] = (equity - exit_cost) / v0 - 1.0
+        max_dd[i] = worst
+    return MonteCarloResult(
+        final_returns=final,
+        max_drawdowns=max_dd,
+        lengths=plan.lengths[:count],
+        cost_multipliers=plan.cost_multipliers[:count],
+    )
+
+
 def run_monte_carlo_naive(
     models: Sequence[BaseAlgorithm],
     features: np.ndarray,
@@ -222,6 +302,8 @@ def run_monte_carlo_naive(
     seed: int | None = None,
     vote: Vote = "majority",
     limit: int | None = None,
+    *,
+    fill_prices: np.ndarray | None = None,
 ) -> MonteCarloResult:
     """The naive reference: the per-simulation loop :func:`run_monte_carlo` replaces, one
     :class:`engine.env.portfolio.PortfolioTradingEnv`, one simulation after another, each step one
@@ -234,33 +316,29 @@ def run_monte_carlo_naive(
     ``limit`` simulations of that plan (the baseline is slow).
     """
     EnsemblePolicy(models, vote)  # the same checks on the members
-    plan, config = simulation_setup(features, rows, env_config, mc, seed)
-    count = mc.simulations if limit is None else min(limit, mc.simulations)
-    env = PortfolioTradingEnv(features, prices, config, tradable=tradable)
-    v0 = config.initial_equity
-    final = np.empty(count)
-    max_dd = np.empty(count)
-    for i in range(count):
-        length = int(plan.lengths[i])
-        obs, _ = env.reset(options={"index_path": plan.paths[i, : length + 1]})
-        env.batch.set_cost_multipliers(plan.cost_multipliers[i : i + 1])
-        states: list[Any] = [None] * len(models)
-        peak, worst, equity = v0, 0.0, v0
-        for k in range(length):
-            outputs = []
-            for j, model in enumerate(models):
-                output, states[j] = _member_output(model, obs, states[j], k == 0, vote)
-                outputs.append(output)
-            combined = majority_vote(outputs) if vote == "majority" else mean_prob_vote(outputs)
-            obs, _, _, _, info = env.step(combined[0])
-            equity = info["equity"]
-            peak = max(peak, equity)
-            worst = max(worst, 1.0 - equity / peak)
-        final[i] = equity / v0 - 1.0
-        max_dd[i] = worst
-    return MonteCarloResult(
-        final_returns=final,
-        max_drawdowns=max_dd,
-        lengths=plan.lengths[:count],
-        cost_multipliers=plan.cost_multipliers[:count],
+    loop = _PredictLoop(models, vote)
+    return run_policy_naive(
+        loop, features, prices, tradable, rows, env_config, mc, seed, limit, fill_prices=fill_prices
     )
+
+
+class _PredictLoop:
+    """The members as the naive loop runs them: one ``predict`` (or ``get_distribution``) per
+    member on one observation, LSTM states restarted on ``episode_start``."""
+
+    def __init__(self, models: Sequence[BaseAlgorithm], vote: Vote) -> None:
+        self.models, self.vote = list(models), vote
+        self.states: list[Any] = [None] * len(self.models)
+
+    def reset(self, n: int) -> None:
+        self.states = [None] * len(self.models)
+
+    def act(self, obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+        first = bool(episode_start[0])
+        if first:
+            self.states = [None] * len(self.models)
+        outputs = []
+        for j, model in enumerate(self.models):
+            output, self.states[j] = _member_output(model, obs[0], self.states[j], first, self.vote)
+            outputs.append(output)
+        return majority_vote(outputs) if self.vote == "majority" else mean_prob_vote(outputs)

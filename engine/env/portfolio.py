@@ -11,9 +11,19 @@ shared by many environments (it never writes into them and never copies them):
 - ``prices: float64 | float32[time, ticker]``, close prices; the price of bar ``t`` is its close.
 
 Timing. At step ``t`` the agent sees the features of bar ``t`` (and the portfolio valued at the
-close of bar ``t``), its orders fill at the close of bar ``t``, and the step's P&L runs from the
-close of bar ``t`` to the close of bar ``t + 1``. The last bar of a window has no next price, so
-the agent never acts there: arriving on it truncates the episode.
+close of bar ``t``) and decides; the step's P&L runs from the close of bar ``t`` to the close of
+bar ``t + 1``. Where its orders fill is ``config.fill``:
+
+- ``"next_open"`` (what a live order sent after the close can get): at the open of bar ``t + 1``.
+  Holdings are first marked from the close of ``t`` to that open, the trades are made there, and
+  everything is marked on to the close of ``t + 1``. ``fill_prices`` are then the bars' opens.
+- ``"next_vwap"``: the same at bar ``t + 1``'s volume-weighted average price (``fill_prices`` =
+  the bars' vwap), a fair price for an order worked over the next hour.
+- ``"close"``: at the close of bar ``t``, the price the agent has just seen: impossible live, so
+  every result made with it is labelled optimistic.
+
+The last bar of a window has no next price, so the agent never acts there: arriving on it
+truncates the episode.
 
 Observation (float32, 1-D, length ``lookback * n_tickers * n_features + n_tickers + 1``)::
 
@@ -27,12 +37,13 @@ unit. The single env rejects other values; the batched step does not check them 
 Accounting (all money in float64, in the same currency as ``initial_equity``):
 
 - Each ticker holds an integer number of *units*, from 0 to ``max_units_per_ticker``. A buy adds
-  one unit worth ``trade_fraction * V_t`` of notional, where ``V_t`` is the equity at the close of
-  bar ``t`` before this step's trades. A sell removes one unit, defined as ``1 / units`` of the
+  one unit worth ``trade_fraction * V_f`` of notional, where ``V_f`` is the equity before this
+  step's trades marked at the fill prices (``V_t``, the equity at the close of bar ``t``, when
+  filling at the close). A sell removes one unit, defined as ``1 / units`` of the
   current holding in that ticker (so selling the last unit sells the whole position, leaving no
   dust). Selling a ticker with no units and buying one at the maximum do nothing (long only).
 - Costs: ``rate = (commission_bps + slippage_bps) / 10_000`` of traded notional, on buys and
-  sells alike. Slippage is charged like a fee rather than by moving the fill price (the same to
+  sells alike (``traded`` holds each step's traded notional per portfolio). Slippage is charged like a fee rather than by moving the fill price (the same to
   first order, and simpler to audit). A sale of notional ``N`` credits ``N - N * rate`` to cash;
   a purchase of notional ``N`` debits ``N + N * rate``. A batch may scale the rate per
   portfolio (:meth:`PortfolioBatch.set_cost_multipliers`, for Monte Carlo cost jitter).
@@ -41,8 +52,9 @@ Accounting (all money in float64, in the same currency as ``initial_equity``):
   that step is scaled down by the same factor so that exactly all the cash is spent (cash is set
   to exactly 0): "buy what cash allows", without favouring one ticker over another. With no cash
   at all a buy does nothing and adds no unit; a partially filled buy still counts as one unit.
-- Holdings are kept as money values; between bars each one grows by ``price[t+1] / price[t]``.
-  Cash earns nothing.
+- Holdings are kept as money values; between bars each one grows by ``price[t+1] / price[t]``
+  (by ``fill[t+1] / price[t]`` to the fill, then ``price[t+1] / fill[t+1]``, when filling at the
+  next bar). Cash earns nothing.
 - Reward: ``log(V_{t+1} / V_t)`` where ``V_{t+1}`` is the equity at the close of bar ``t + 1``
   after this step's costs; the sum of rewards over an episode is ``log(V_end / V_start)`` (up to
   rounding).
@@ -66,6 +78,9 @@ the bar observed at step ``k`` of portfolio ``i`` is ``index_paths[i, k]``. The 
 always the real next-bar return ``price[b + 1] / price[b]`` of the bar ``b`` acted on, so
 bootstrapped paths resample (features, next-bar return) pairs. Such an episode runs
 ``length - 1`` steps, ignores the window and ``episode_length``, and restarts the same path.
+``price_paths: int[n, length]`` (with ``index_paths``) decouple the two: step ``k`` observes the
+features of bar ``index_paths[i, k]`` but earns the next-bar move (fills, tradable mask, returns)
+of bar ``price_paths[i, k]``; the timing-skill test permutes returns against features this way.
 """
 
 from __future__ import annotations
@@ -83,6 +98,7 @@ SELL = 0
 HOLD = 1
 BUY = 2
 N_ACTIONS = 3
+FILLS = ("next_open", "next_vwap", "close")
 _TINY = np.finfo(np.float64).tiny
 
 
@@ -104,6 +120,9 @@ class PortfolioEnvConfig:
         ruin_fraction: terminate when equity < ``ruin_fraction * initial_equity``; 0 disables.
         obs_clip: if set, features in observations are clipped to ``[-obs_clip, obs_clip]`` and
             the observation space gets finite bounds; ``None`` leaves them unbounded.
+        fill: where orders fill (module docstring). ``"close"`` here, the ledger's historical
+            rule, so arrays without opens work as before; every training config defaults to
+            ``"next_open"`` (:class:`engine.config.EnvConfig`).
     """
 
     window_start: int = 0
@@ -117,6 +136,7 @@ class PortfolioEnvConfig:
     slippage_bps: float = 2.0
     ruin_fraction: float = 0.5
     obs_clip: float | None = None
+    fill: str = "close"
 
     def __post_init__(self) -> None:
         checks = [
@@ -130,10 +150,16 @@ class PortfolioEnvConfig:
             (self.slippage_bps >= 0, "slippage_bps must be >= 0"),
             (0 <= self.ruin_fraction < 1, "ruin_fraction must be in [0, 1)"),
             (self.obs_clip is None or self.obs_clip > 0, "obs_clip must be > 0 or None"),
+            (self.fill in FILLS, f"fill must be one of {', '.join(FILLS)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"environment config: {message}; fix the env section")
+
+    @property
+    def fills_next_bar(self) -> bool:
+        """True when orders fill at the next bar (``next_open`` / ``next_vwap``)."""
+        return self.fill != "close"
 
     @property
     def cost_rate(self) -> float:
@@ -185,8 +211,13 @@ class PortfolioBatch:
         n: number of portfolios.
         index_paths: optional int[n, length >= 2] of bar indices (see the module docstring).
         tradable: optional bool[time, ticker] (``FeatureSet.tradable``): where False the ticker's
-            bar is a carried-forward stale one, and its buy or sell is treated as hold, so the
-            agent never trades at a price that did not print.
+            bar is a carried-forward stale one, and an order that would fill on it (bar ``t + 1``
+            when filling at the next bar, else bar ``t``) is treated as hold, so the agent never
+            trades at a price that did not print.
+        fill_prices: float[time, ticker], the price of each bar that ``config.fill`` names (its
+            open or vwap); required unless ``config.fill == "close"``. A bar whose fill price is
+            missing (NaN) or not positive cannot be traded at, like a stale one.
+        price_paths: optional int[n, length] with ``index_paths`` (module docstring).
     """
 
     def __init__(
@@ -197,6 +228,8 @@ class PortfolioBatch:
         n: int,
         index_paths: np.ndarray | None = None,
         tradable: np.ndarray | None = None,
+        fill_prices: np.ndarray | None = None,
+        price_paths: np.ndarray | None = None,
     ) -> None:
         _check_market_arrays(features, prices)
         if n < 1:
@@ -226,21 +259,26 @@ class PortfolioBatch:
         self.obs_size = self.n_feature_values + n_tickers + 1
         self._setup_feature_rows()
 
+        self.bar = np.zeros(n, dtype=np.int64)  # current (observed) bar index
+        self.pbar = self.bar  # bar whose next-bar move the step earns (own array on price paths)
         self.index_paths: np.ndarray | None = None
-        self.set_index_paths(index_paths)
+        self.price_paths: np.ndarray | None = None
+        self.set_index_paths(index_paths, price_paths)
 
+        if tradable is not None and tradable.shape != (n_time, n_tickers):
+            raise ConfigError(
+                f"tradable must have shape [time={n_time}, ticker={n_tickers}], "
+                f"got {tradable.shape}"
+            )
+        self._fill: np.ndarray | None = None
+        if config.fills_next_bar:
+            tradable = self._setup_fill_prices(fill_prices, tradable)
         self._tradable: np.ndarray | None = None
-        if tradable is not None:
-            if tradable.shape != (n_time, n_tickers):
-                raise ConfigError(
-                    f"tradable must have shape [time={n_time}, ticker={n_tickers}], "
-                    f"got {tradable.shape}"
-                )
-            if not tradable.all():  # all-True masks cost nothing per step
-                # 0.0/1.0 float64, multiplied into the orders (one copy per batch, not per env)
-                self._tradable = np.ascontiguousarray(tradable, dtype=np.float64)
-                self._trade_rows = np.zeros((n, n_tickers))
-                self._trade_mask = np.zeros((n_tickers, n))
+        if tradable is not None and not tradable.all():  # all-True masks cost nothing per step
+            # 0.0/1.0 float64, multiplied into the orders (one copy per batch, not per env)
+            self._tradable = np.ascontiguousarray(tradable, dtype=np.float64)
+            self._trade_rows = np.zeros((n, n_tickers))
+            self._trade_mask = np.zeros((n_tickers, n))
 
         # Cost rate: the config's scalar, or one rate per portfolio (set_cost_multipliers).
         self._rate: float | np.ndarray = config.cost_rate
@@ -252,7 +290,6 @@ class PortfolioBatch:
         shape = (n_tickers, n)
         # State, money in float64. Units are integer counts kept in float64 and the order masks
         # are 0.0/1.0 floats: mixed bool/int/float operations make NumPy cast through buffers.
-        self.bar = np.zeros(n, dtype=np.int64)  # current bar index
         self.t = np.zeros(n, dtype=np.int64)  # steps taken in the episode
         self.stop_t = np.ones(n, dtype=np.int64)  # t at which the episode truncates
         # book[:ticker] holds the value of each holding at the bar's close, book[ticker] the
@@ -263,6 +300,7 @@ class PortfolioBatch:
         self.units = np.zeros(shape)  # [ticker, n]
         self.equity = np.zeros(n)  # cash + holdings at the current bar's close
         self.costs = np.zeros(n)  # costs paid in this episode
+        self.traded = np.zeros(n)  # notional traded (sells + buys) by the last step
         self.price_now = np.zeros(shape, dtype=prices.dtype)  # [ticker, n] prices[bar]
         self.started = False
 
@@ -274,6 +312,7 @@ class PortfolioBatch:
         self._tmp = np.zeros(shape)
         self._ratio = np.zeros(shape)
         self._price_next = np.zeros(shape, dtype=prices.dtype)
+        self._price_fill = np.zeros(shape)
         self._price_rows = np.zeros((n, n_tickers), dtype=prices.dtype)
         self._weights = np.zeros((n_tickers + 1, n))
         self._next_bar = np.zeros(n, dtype=np.int64)
@@ -289,6 +328,32 @@ class PortfolioBatch:
         self._reward = np.zeros(n)
         self._terminated = np.zeros(n, dtype=bool)
         self._truncated = np.zeros(n, dtype=bool)
+
+    def _setup_fill_prices(
+        self, fill_prices: np.ndarray | None, tradable: np.ndarray | None
+    ) -> np.ndarray | None:
+        """Check the next-bar fill prices; returns the tradable mask with unfillable bars off.
+
+        A bar without a usable fill price (NaN, or <= 0) is marked through at its close (the
+        ratio then cancels out) and cannot be traded at."""
+        n_time, n_tickers = self.n_time, self.n_tickers
+        name = "opens" if self.config.fill == "next_open" else "vwaps"
+        if fill_prices is None:
+            raise ConfigError(
+                f"env.fill {self.config.fill} needs the bars' {name} (fill_prices); "
+                "pass them or set env.fill: close (optimistic)"
+            )
+        if not isinstance(fill_prices, np.ndarray) or fill_prices.shape != (n_time, n_tickers):
+            raise DataError(
+                f"fill prices ({name}) must be float[time={n_time}, ticker={n_tickers}], "
+                f"got {getattr(fill_prices, 'shape', type(fill_prices))}"
+            )
+        ok = np.isfinite(fill_prices) & (fill_prices > 0)
+        if ok.all():
+            self._fill = np.asarray(fill_prices, dtype=np.float64)
+            return tradable
+        self._fill = np.where(ok, fill_prices, self.prices).astype(np.float64)
+        return ok if tradable is None else (ok & tradable)
 
     def _setup_feature_rows(self) -> None:
         """Prepare the observation gather: one indexing operation builds the observation array.
@@ -351,10 +416,16 @@ class PortfolioBatch:
             )
         return start
 
-    def set_index_paths(self, index_paths: np.ndarray | None) -> None:
-        """Follow ``index_paths: int[n, length]`` from the next reset on (``None``: random starts)."""
+    def set_index_paths(
+        self, index_paths: np.ndarray | None, price_paths: np.ndarray | None = None
+    ) -> None:
+        """Follow ``index_paths: int[n, length]`` from the next reset on (``None``: random starts),
+        earning the moves of ``price_paths`` (same shape; ``None``: of the bars observed)."""
         if index_paths is None:
-            self.index_paths = None
+            if price_paths is not None:
+                raise ConfigError("price_paths need index_paths")
+            self.index_paths = self.price_paths = None
+            self.pbar = self.bar
             self._last_obs_bar = self.window_end - 1
             return
         paths = np.ascontiguousarray(index_paths, dtype=np.int64)
@@ -373,6 +444,36 @@ class PortfolioBatch:
         self._paths_flat = paths.reshape(-1)
         self._path_rows = np.arange(self.n, dtype=np.int64) * paths.shape[1]
         self._last_obs_bar = int(paths.max())
+        self.price_paths = None
+        self.pbar = self.bar
+        if price_paths is not None:
+            moves = np.ascontiguousarray(price_paths, dtype=np.int64)
+            if moves.shape != paths.shape:
+                raise ConfigError(
+                    f"price_paths must have the shape of index_paths {paths.shape}, "
+                    f"got {moves.shape}"
+                )
+            if moves.min() < 0 or moves[:, :-1].max() > self.n_time - 2:
+                raise ConfigError(f"price_paths must lie in [0, {self.n_time - 2}]")
+            self.price_paths = moves
+            self._moves_flat = np.clip(moves, 0, self.n_time - 1).reshape(-1)
+            self.pbar = np.zeros(self.n, dtype=np.int64)
+
+    def set_cost_rates(self, rates: np.ndarray) -> None:
+        """Charge portfolio ``i`` a cost rate of ``rates[i]`` (a fraction of traded notional)
+        from the next step on, whatever the config says: the cost-sensitivity table."""
+        base = self.config.cost_rate
+        rates = np.asarray(rates, dtype=np.float64)
+        if base > 0:
+            self.set_cost_multipliers(rates / base)
+            self._rate = rates.copy()  # exact, not base * (rate / base)
+            self._one_plus_rate = 1.0 + self._rate
+            return
+        if rates.shape != (self.n,) or not (np.isfinite(rates).all() and (rates >= 0).all()):
+            raise ConfigError(f"cost rates must be {self.n} finite values >= 0")
+        self.cost_multipliers = None
+        self._rate = rates.copy()
+        self._one_plus_rate = 1.0 + self._rate
 
     def set_cost_multipliers(self, multipliers: np.ndarray | None) -> None:
         """Charge portfolio ``i`` a cost rate of ``config.cost_rate * multipliers[i]`` from the
@@ -402,6 +503,8 @@ class PortfolioBatch:
         if self.index_paths is not None:
             starts = self.index_paths[rows, 0]
             self.stop_t[rows] = self.index_paths.shape[1] - 1
+            if self.price_paths is not None:
+                self.pbar[rows] = self.price_paths[rows, 0]
         else:
             assert starts is not None
             self.stop_t[rows] = np.minimum(self.config.episode_length, self.window_end - 1 - starts)
@@ -412,7 +515,8 @@ class PortfolioBatch:
         self.units[:, rows] = 0.0
         self.equity[rows] = self.config.initial_equity
         self.costs[rows] = 0.0
-        self.price_now[:, rows] = self.prices[starts].T
+        self.traded[rows] = 0.0
+        self.price_now[:, rows] = self.prices[self.pbar[rows]].T
         self.started = True
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -437,13 +541,27 @@ class PortfolioBatch:
         equity = self.equity = self._v_pre
         self._v_pre = v_pre
 
+        pbar, next_bar = self.pbar, self._next_bar
+        np.add(pbar, 1, out=next_bar)
+        fill_next = self._fill is not None
         # order: -1.0 sell, 0.0 hold, +1.0 buy, per [ticker, n].
         np.copyto(order, actions.T, casting="unsafe")  # one cast; arithmetic stays in float64
         np.subtract(order, 1.0, out=order)
-        if self._tradable is not None:  # stale (carried-forward) bars: no trade
-            np.take(self._tradable, self.bar, axis=0, out=self._trade_rows, mode="clip")
+        if self._tradable is not None:  # stale (carried-forward) fill bars: no trade
+            fill_bar = next_bar if fill_next else pbar
+            np.take(self._tradable, fill_bar, axis=0, out=self._trade_rows, mode="clip")
             np.copyto(self._trade_mask, self._trade_rows.T)
             np.multiply(order, self._trade_mask, out=order)
+        v_unit = v_pre
+        if fill_next:
+            # Mark the holdings from this close to the next bar's fill price: trades happen there.
+            assert self._fill is not None
+            np.take(self._fill, next_bar, axis=0, out=self._price_rows, mode="clip")
+            np.copyto(self._price_fill, self._price_rows.T)
+            np.divide(self._price_fill, self.price_now, out=self._ratio, dtype=np.float64)
+            np.multiply(hold, self._ratio, out=hold)
+            _sum_over_tickers(self.book, out=equity)  # equity at the fill, before trades
+            v_unit = equity
         # sell = 1.0 where asked and something is held: max(min(units, -order), 0)
         np.negative(order, out=tmp)
         np.minimum(units, tmp, out=sell)
@@ -460,6 +578,7 @@ class PortfolioBatch:
         np.subtract(hold, traded, out=hold)
         np.subtract(units, sell, out=units)
         _sum_over_tickers(traded, out=notional)
+        np.copyto(self.traded, notional)
         np.multiply(notional, rate, out=fee)
         np.add(costs, fee, out=costs)
         np.subtract(notional, fee, out=notional)
@@ -467,14 +586,15 @@ class PortfolioBatch:
 
         # Buys: one unit each, all scaled by the same factor when cash cannot pay for them all.
         _sum_over_tickers(buy, out=self._n_buy)
-        np.multiply(v_pre, self.config.trade_fraction, out=unit)
+        np.multiply(v_unit, self.config.trade_fraction, out=unit)
         np.multiply(self._n_buy, unit, out=need)
         np.multiply(need, self._one_plus_rate, out=need)
         np.less(cash, need, out=self._short)
-        # scale = min(1, cash / need); the floor on need keeps 0/0 out (need = 0: no buys).
-        np.maximum(need, _TINY, out=scale)
-        np.divide(cash, scale, out=scale)
-        np.minimum(scale, 1.0, out=scale)
+        # scale = min(1, cash / need), as min(cash, need) / need: exactly 1.0 when cash suffices,
+        # and no cash / tiny overflow when nothing is bought (need = 0; the floor keeps 0/0 out).
+        np.maximum(need, _TINY, out=self._filled)
+        np.minimum(cash, need, out=scale)
+        np.divide(scale, self._filled, out=scale)
         np.multiply(unit, scale, out=unit)
         np.sign(unit, out=self._filled)  # 0.0 with no cash at all: no unit is added
         np.multiply(buy, self._filled, out=buy)
@@ -482,6 +602,7 @@ class PortfolioBatch:
         np.multiply(buy, unit, out=traded)
         np.add(hold, traded, out=hold)
         np.multiply(self._n_buy, unit, out=notional)
+        np.add(self.traded, notional, out=self.traded)
         np.multiply(notional, rate, out=fee)
         np.add(costs, fee, out=costs)
         np.add(notional, fee, out=notional)
@@ -489,14 +610,15 @@ class PortfolioBatch:
         # A scaled buy spends exactly all the cash; rounding must not leave -1e-17 behind.
         np.copyto(cash, 0.0, where=self._short)
 
-        # Mark to the next close: holdings grow by the bar's price ratio (in float64).
-        bar, next_bar = self.bar, self._next_bar
-        np.add(bar, 1, out=next_bar)
+        # Mark to the next close: holdings grow by the bar's price ratio (in float64), from the
+        # fill price when the trades were made at the next bar.
+        bar = self.bar
         # mode="clip" never clips here (bars are validated) but, unlike "raise", lets np.take
         # write straight into `out` without a temporary copy.
         np.take(self.prices, next_bar, axis=0, out=self._price_rows, mode="clip")
         np.copyto(self._price_next, self._price_rows.T)
-        np.divide(self._price_next, self.price_now, out=self._ratio, dtype=np.float64)
+        base = self._price_fill if fill_next else self.price_now
+        np.divide(self._price_next, base, out=self._ratio, dtype=np.float64)
         np.multiply(hold, self._ratio, out=hold)
         _sum_over_tickers(self.book, out=equity)  # holdings, then cash
 
@@ -511,7 +633,9 @@ class PortfolioBatch:
             self.price_now, self._price_next = self._price_next, self.price_now
         else:
             np.take(self._paths_flat, self._path_rows + self.t, out=bar, mode="clip")
-            np.take(self.prices, bar, axis=0, out=self._price_rows, mode="clip")
+            if self.price_paths is not None:
+                np.take(self._moves_flat, self._path_rows + self.t, out=self.pbar, mode="clip")
+            np.take(self.prices, self.pbar, axis=0, out=self._price_rows, mode="clip")
             np.copyto(self.price_now, self._price_rows.T)
         np.less(equity, self._ruin_level, out=self._terminated)
         np.greater_equal(self.t, self.stop_t, out=self._truncated)
@@ -586,6 +710,7 @@ class PortfolioTradingEnv(gym.Env[np.ndarray, np.ndarray]):
         features: float32[time, ticker, feature], normalised, read only (may be a memory map).
         prices: float64 | float32[time, ticker], close prices > 0, read only.
         config: trading rules; defaults to :class:`PortfolioEnvConfig()`.
+        tradable, fill_prices: as for :class:`PortfolioBatch`.
 
     ``reset(options=...)`` accepts ``{"start_index": bar}`` for a deterministic start and
     ``{"index_path": int[length]}`` to follow a bar index path from then on (``None`` clears it).
@@ -601,10 +726,13 @@ class PortfolioTradingEnv(gym.Env[np.ndarray, np.ndarray]):
         prices: np.ndarray,
         config: PortfolioEnvConfig | None = None,
         tradable: np.ndarray | None = None,
+        fill_prices: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.config = config or PortfolioEnvConfig()
-        self._batch = PortfolioBatch(features, prices, self.config, n=1, tradable=tradable)
+        self._batch = PortfolioBatch(
+            features, prices, self.config, n=1, tradable=tradable, fill_prices=fill_prices
+        )
         self.observation_space = self._batch.observation_space()
         self.action_space = self._batch.action_space()
         self.render_mode = None

@@ -48,6 +48,8 @@ class BatchedPortfolioVecEnv(VecEnv):
             at step ``k`` (Monte Carlo on bootstrapped paths); episodes then run ``length - 1``
             steps and restart the same path, and ``start_index`` options are ignored.
         seed: if given, ``seed(seed)`` is applied: env ``i`` gets ``seed + i`` at the first reset.
+        tradable, fill_prices: as for :class:`engine.env.portfolio.PortfolioBatch` (stale bars;
+            the opens or vwaps that ``config.fill`` needs).
 
     Auto-reset: an env that is done is reset within the same ``step_wait``; its last observation
     is in ``infos[i]["terminal_observation"]``, with ``"TimeLimit.truncated"`` (truncated and not
@@ -65,10 +67,17 @@ class BatchedPortfolioVecEnv(VecEnv):
         index_paths: np.ndarray | None = None,
         seed: int | None = None,
         tradable: np.ndarray | None = None,
+        fill_prices: np.ndarray | None = None,
     ) -> None:
         self.config = config or PortfolioEnvConfig()
         self.batch = PortfolioBatch(
-            features, prices, self.config, n=n_envs, index_paths=index_paths, tradable=tradable
+            features,
+            prices,
+            self.config,
+            n=n_envs,
+            index_paths=index_paths,
+            tradable=tradable,
+            fill_prices=fill_prices,
         )
         self.render_mode = None  # read by VecEnv.__init__ through get_attr
         super().__init__(n_envs, self.batch.observation_space(), self.batch.action_space())

@@ -40,13 +40,20 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.distributions import MultiCategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 
-from engine.env.portfolio import HOLD, N_ACTIONS, PortfolioBatch, PortfolioEnvConfig
+from engine.env.portfolio import BUY, HOLD, N_ACTIONS, PortfolioBatch, PortfolioEnvConfig
 from engine.errors import ConfigError, DataError
 
 __all__ = [
+    "NULL_POLICIES",
+    "ConstantPolicy",
     "EnsemblePolicy",
     "FoldMetrics",
+    "MembersPolicy",
+    "PassResult",
     "Policy",
+    "RandomPolicy",
+    "null_policy",
+    "run_pass",
     "bars_per_year",
     "buy_and_hold",
     "combine_votes",
@@ -269,6 +276,69 @@ class EnsemblePolicy:
         return mean_prob_vote(outputs)
 
 
+class MembersPolicy:
+    """Each member alone on its own portfolio: portfolio ``i`` follows member ``i`` (the trials
+    of the trial registry), one forward call per member and step."""
+
+    def __init__(self, models: Sequence[BaseAlgorithm], vote: Vote = "majority") -> None:
+        self.members = [EnsemblePolicy([m], vote=vote) for m in models]
+
+    def reset(self, n: int) -> None:
+        if n != len(self.members):
+            raise ConfigError(f"MembersPolicy runs one portfolio per member ({len(self.members)})")
+        for member in self.members:
+            member.reset(1)
+
+    def act(self, obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+        return np.concatenate(
+            [m.act(obs[i : i + 1], episode_start[i : i + 1]) for i, m in enumerate(self.members)]
+        )
+
+
+class ConstantPolicy:
+    """The same action for every ticker of every portfolio at every bar: ``HOLD`` is the cash
+    null (never trades), ``BUY`` the always-long null (buys every ticker every bar until each
+    holds ``max_units_per_ticker`` units or cash runs out: about fully invested, equal weight)."""
+
+    def __init__(self, action: int, n_tickers: int) -> None:
+        self.action, self.n_tickers = int(action), int(n_tickers)
+
+    def reset(self, n: int) -> None:
+        pass
+
+    def act(self, obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+        return np.full((len(obs), self.n_tickers), self.action, dtype=np.int64)
+
+
+class RandomPolicy:
+    """The random null: every ticker's action uniform over sell / hold / buy at every bar, from
+    ``numpy.random.default_rng(seed)`` (restarted by ``reset``, so a run is reproducible)."""
+
+    def __init__(self, n_tickers: int, seed: int) -> None:
+        self.n_tickers, self.seed = int(n_tickers), int(seed)
+        self.rng = np.random.default_rng(self.seed)
+
+    def reset(self, n: int) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    def act(self, obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+        return self.rng.integers(0, N_ACTIONS, size=(len(obs), self.n_tickers), dtype=np.int64)
+
+
+NULL_POLICIES = ("cash", "always_long", "random")
+
+
+def null_policy(name: str, n_tickers: int, seed: int) -> Policy:
+    """One of :data:`NULL_POLICIES`: what an ensemble must beat to show it learnt anything."""
+    if name == "cash":
+        return ConstantPolicy(HOLD, n_tickers)
+    if name == "always_long":
+        return ConstantPolicy(BUY, n_tickers)
+    if name == "random":
+        return RandomPolicy(n_tickers, seed)
+    raise ConfigError(f"unknown null policy {name!r}; expected one of {', '.join(NULL_POLICIES)}")
+
+
 # --------------------------------------------------------------------------------------------
 # Metrics
 # --------------------------------------------------------------------------------------------
@@ -285,7 +355,9 @@ class FoldMetrics:
         max_drawdown: largest ``1 - V_t / max(V_0 .. V_t)``, a positive fraction.
         turnover: total traded notional (buys and sells) / mean of ``V_0 .. V_T``.
         n_bars: bar-to-bar steps ``T`` (the window's bars minus one).
-        final_equity: ``V_T``, in money units.
+        final_equity: ``V_T``, in money units (net of exit costs for the passes here).
+        mean_exposure: mean fraction of equity held in stocks over the pass (None: not
+            measured, e.g. for buy-and-hold).
     """
 
     total_return: float
@@ -294,6 +366,7 @@ class FoldMetrics:
     turnover: float
     n_bars: int
     final_equity: float
+    mean_exposure: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -339,33 +412,107 @@ def _check_rows(rows: tuple[int, int], n_time: int) -> tuple[int, int]:
     return start, stop
 
 
-def _traded_notional(
-    batch: PortfolioBatch,
-    hold_pre: np.ndarray,
-    units_pre: np.ndarray,
-    cash_pre: float,
-    v_pre: float,
-    rate: float,
-) -> float:
-    """Notional traded by portfolio 0's last step, from its state before and after the step.
+@dataclass(frozen=True, eq=False)
+class PassResult:
+    """``n`` portfolios run deterministically over the same bars (:func:`run_pass`).
 
-    A ticker whose units went down sold one unit, ``hold / units`` of its holding (the env's own
-    arithmetic); one whose units went up bought one unit of ``trade_fraction * V``. When cash
-    could not pay for every buy (cash left at exactly 0), the buys were scaled down to spend
-    ``cash after sells / (1 + rate)``. Exact when buys fill in full; to rounding otherwise.
+    Attributes:
+        equity: float64[n, T + 1], ``V_0 .. V_T`` at the closes; ``V_T`` is net of the exit
+            costs (every holding sold at the last close at the portfolio's cost rate).
+        traded: float64[n], notional of every fill, the final sale included.
+        exposure: float64[n, T], the fraction of equity held in stocks at each close after a
+            step (``V_1 .. V_T``, before the final sale).
+        exit_costs: float64[n], what the final sale cost.
     """
-    units_post = batch.units[:, 0]
-    sold = units_post < units_pre
-    sells = 0.0
-    for value in (hold_pre[sold] / np.maximum(units_pre[sold], 1.0)).tolist():
-        sells += value  # in ticker order, like the env's own sum
-    n_bought = int(np.count_nonzero(units_post > units_pre))
-    if n_bought == 0:
-        return sells
-    buys = n_bought * (v_pre * batch.config.trade_fraction)
-    if batch.cash[0] <= 0.0:  # scaled down to the cash available
-        buys = min(buys, (cash_pre + sells - sells * rate) / (1.0 + rate))
-    return sells + buys
+
+    equity: np.ndarray
+    traded: np.ndarray
+    exposure: np.ndarray
+    exit_costs: np.ndarray
+
+    @property
+    def mean_exposure(self) -> np.ndarray:
+        return self.exposure.mean(axis=1)
+
+    def simple_returns(self) -> np.ndarray:
+        """float64[n, T]: ``V_{k+1} / V_k - 1``, the per-bar returns (trials, deflated Sharpe)."""
+        return self.equity[:, 1:] / self.equity[:, :-1] - 1.0
+
+    def metrics(self, i: int, bars_per_year: float) -> FoldMetrics:
+        m = equity_metrics(self.equity[i], float(self.traded[i]), bars_per_year)
+        return replace(m, mean_exposure=float(self.exposure[i].mean()))
+
+
+def run_pass(
+    policy: Policy,
+    features: np.ndarray,
+    prices: np.ndarray,
+    tradable: np.ndarray | None,
+    rows: tuple[int, int],
+    env_config: PortfolioEnvConfig,
+    *,
+    n: int = 1,
+    fill_prices: np.ndarray | None = None,
+    cost_rates: np.ndarray | None = None,
+    price_paths: np.ndarray | None = None,
+) -> PassResult:
+    """``n`` portfolios of ``policy`` over the bars ``rows = (start, stop)``, all from the same
+    start: each starts with ``env_config.initial_equity`` at the close of ``start``, acts at the
+    closes of ``start .. stop - 2`` and is valued at the close of ``stop - 1`` (ruin disabled).
+
+    ``cost_rates: float64[n]`` charges portfolio ``i`` its own rate (cost sensitivity);
+    ``price_paths: int[n, stop - start]`` makes portfolio ``i`` earn at step ``k`` the next-bar
+    move of bar ``price_paths[i, k]`` while it observes bar ``start + k`` (the timing-skill
+    test's permutations; its last column is only read, never earned). ``start`` must be
+    ``>= lookback - 1``. Every portfolio is asked for its actions in one ``policy.act`` per step.
+    """
+    start, stop = _check_rows(rows, features.shape[0])
+    config = replace(
+        env_config,
+        window_start=start,
+        window_end=stop,
+        episode_length=stop - 1 - start,
+        ruin_fraction=0.0,
+    )
+    if start < config.lookback - 1:
+        raise ConfigError(f"start bar {start} has no full lookback of {config.lookback} bars")
+    path = np.broadcast_to(np.arange(start, stop, dtype=np.int64), (n, stop - start))
+    batch = PortfolioBatch(
+        features,
+        prices,
+        config,
+        n=n,
+        index_paths=path,
+        tradable=tradable,
+        fill_prices=fill_prices,
+        price_paths=price_paths,
+    )
+    rates = np.full(n, config.cost_rate)
+    if cost_rates is not None:
+        batch.set_cost_rates(cost_rates)
+        rates = np.asarray(cost_rates, dtype=np.float64)
+    steps = stop - 1 - start
+    policy.reset(n)
+    batch.reset_rows(np.arange(n, dtype=np.int64), None)
+    equity = np.empty((n, steps + 1))
+    exposure = np.empty((n, steps))
+    equity[:, 0] = batch.equity
+    traded = np.zeros(n)
+    episode_start = np.ones(n, dtype=bool)
+    for k in range(steps):
+        actions = np.asarray(policy.act(batch.observe(), episode_start), dtype=np.int64)
+        actions = actions.reshape(n, batch.n_tickers)
+        if actions.min() < 0 or actions.max() >= N_ACTIONS:
+            raise ValueError(f"policy returned actions outside {{0, 1, 2}}: {actions}")
+        batch.step(actions)
+        traded += batch.traded
+        equity[:, k + 1] = batch.equity
+        exposure[:, k] = 1.0 - batch.cash / batch.equity
+        episode_start[:] = False
+    held = batch.equity - batch.cash
+    exit_costs = held * rates
+    equity[:, -1] -= exit_costs
+    return PassResult(equity=equity, traded=traded + held, exposure=exposure, exit_costs=exit_costs)
 
 
 def evaluate_policy(
@@ -376,45 +523,13 @@ def evaluate_policy(
     rows: tuple[int, int],
     env_config: PortfolioEnvConfig,
     bars_per_year: float,
+    *,
+    fill_prices: np.ndarray | None = None,
 ) -> FoldMetrics:
-    """One deterministic pass of ``policy`` over the bars ``rows = (start, stop)``.
-
-    A single portfolio starts with ``env_config.initial_equity`` at the close of bar ``start``,
-    acts at the closes of bars ``start .. stop - 2`` and is valued at the close of ``stop - 1``
-    (``stop - start - 1`` steps; ruin disabled, the other trading rules from ``env_config``).
-    ``start`` must be ``>= lookback - 1`` (the features before it may be used as lookback).
-    Turnover counts the notional of every fill (see :func:`_traded_notional`).
-    """
-    start, stop = _check_rows(rows, features.shape[0])
-    config = replace(
-        env_config,
-        window_start=start,
-        window_end=stop,
-        episode_length=stop - 1 - start,
-        ruin_fraction=0.0,
-    )
-    batch = PortfolioBatch(features, prices, config, n=1, tradable=tradable)
-    start = batch.check_start(start)
-    steps = stop - 1 - start
-    rate = config.cost_rate
-    policy.reset(1)
-    batch.reset_rows(np.zeros(1, dtype=np.int64), np.array([start], dtype=np.int64))
-    equity = np.empty(steps + 1)
-    equity[0] = batch.equity[0]
-    traded = 0.0
-    episode_start = np.ones(1, dtype=bool)
-    for k in range(steps):
-        actions = np.asarray(policy.act(batch.observe(), episode_start), dtype=np.int64)
-        actions = actions.reshape(1, batch.n_tickers)
-        if actions.min() < 0 or actions.max() >= N_ACTIONS:
-            raise ValueError(f"policy returned actions outside {{0, 1, 2}}: {actions}")
-        hold_pre, units_pre = batch.hold[:, 0].copy(), batch.units[:, 0].copy()
-        cash_pre, v_pre = float(batch.cash[0]), float(batch.equity[0])
-        batch.step(actions)
-        traded += _traded_notional(batch, hold_pre, units_pre, cash_pre, v_pre, rate)
-        equity[k + 1] = batch.equity[0]
-        episode_start[0] = False
-    return equity_metrics(equity, traded, bars_per_year)
+    """One deterministic pass of ``policy`` over the bars ``rows`` (:func:`run_pass` with one
+    portfolio): its metrics, net of the exit costs, with its mean exposure."""
+    result = run_pass(policy, features, prices, tradable, rows, env_config, fill_prices=fill_prices)
+    return result.metrics(0, bars_per_year)
 
 
 def buy_and_hold(
@@ -422,18 +537,52 @@ def buy_and_hold(
     rows: tuple[int, int],
     env_config: PortfolioEnvConfig,
     bars_per_year: float,
+    *,
+    tradable: np.ndarray | None = None,
+    fill_prices: np.ndarray | None = None,
+    weight: float = 1.0,
 ) -> FoldMetrics:
-    """Equal weights in every ticker bought at the close of ``start`` with all the initial
-    equity (paying ``env_config.cost_rate`` once on the notional, so each ticker gets
-    ``V_0 / (n_tickers * (1 + rate))``), held to the close of ``stop - 1``. Same equity curve
-    convention as :func:`evaluate_policy` (``V_0`` before the purchase)."""
+    """Equal weights in every ticker with ``weight`` of the initial equity (the rest stays in
+    cash), each ticker bought at its first fill the market allows, held to the close of
+    ``stop - 1`` and sold there; the same costs, fills and equity convention as
+    :func:`evaluate_policy`.
+
+    Ticker ``k`` is bought with ``weight * V_0 / (n_tickers * (1 + rate))`` of notional at the
+    first bar it can be filled on: with ``env_config.fill == "close"`` the first tradable bar
+    in ``start .. stop - 2`` at its close, otherwise the first bar in ``start + 1 .. stop - 1``
+    that is tradable and has a fill price, at that price (the order was sent at the previous
+    close). A ticker never fillable in the window stays in cash. The exit costs ``rate`` on the
+    holdings' value at the last close. ``weight`` < 1 is the exposure-matched benchmark.
+    """
     start, stop = _check_rows(rows, prices.shape[0])
-    v0 = env_config.initial_equity
-    n_tickers = prices.shape[1]
-    per_ticker = v0 / (n_tickers * (1.0 + env_config.cost_rate))
-    window = np.asarray(prices[start:stop], dtype=np.float64)
-    growth = window[1:] / window[0]  # [steps, ticker]
-    equity = np.empty(stop - start)
-    equity[0] = v0
-    equity[1:] = growth.sum(axis=1) * per_ticker
-    return equity_metrics(equity, per_ticker * n_tickers, bars_per_year)
+    if not 0 <= weight <= 1:
+        raise ConfigError(f"buy-and-hold weight must be in [0, 1], got {weight}")
+    v0, rate = env_config.initial_equity, env_config.cost_rate
+    window = np.asarray(prices[start:stop], dtype=np.float64)  # [T + 1, ticker]
+    n_bars, n_tickers = window.shape
+    per_ticker = weight * v0 / (n_tickers * (1.0 + rate))
+    if env_config.fills_next_bar:
+        if fill_prices is None:
+            raise ConfigError(f"env.fill {env_config.fill} needs fill prices for buy-and-hold")
+        fills = np.asarray(fill_prices[start:stop], dtype=np.float64)
+        ok = np.isfinite(fills) & (fills > 0)
+        ok[0] = False  # an order sent at the close of `start` fills at the next bar
+    else:
+        fills = window
+        ok = np.ones_like(window, dtype=bool)
+        ok[-1] = False  # nothing can be bought at the close it is valued at and sold
+    if tradable is not None:
+        ok &= np.asarray(tradable[start:stop], dtype=bool)
+    bought = ok.any(axis=0)
+    first = np.where(bought, ok.argmax(axis=0), n_bars)  # row of each ticker's fill
+    fill_price = fills[np.minimum(first, n_bars - 1), np.arange(n_tickers)]
+    shares = np.where(bought, per_ticker / np.where(bought, fill_price, 1.0), 0.0)
+    held = np.arange(n_bars)[:, None] >= first[None, :]  # [T + 1, ticker]
+    holdings = np.where(held, shares[None, :] * window, 0.0)
+    spent = np.where(held, per_ticker * (1.0 + rate), 0.0).sum(axis=1)
+    equity = v0 - spent + holdings.sum(axis=1)
+    equity[0] = v0  # V_0 is before any trade (a close fill at `start` shows from V_1 on)
+    final_holdings = float(holdings[-1].sum())
+    equity[-1] -= rate * final_holdings
+    traded = per_ticker * int(bought.sum()) + final_holdings
+    return equity_metrics(equity, traded, bars_per_year)

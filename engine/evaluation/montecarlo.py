@@ -1,4 +1,14 @@
-"""Monte Carlo of a trained ensemble on its test window: every simulation in one batched env.
+"""Monte Carlo of a trained ensemble on its test window, and of the null policies on the same plan.
+
+What it is, and is not: a block bootstrap of *this* test window's bars, i.e. of one market path
+resampled (about the same bars in another order, for another length, at other costs). It says
+how much the result depends on which stretches of the window came up and on costs; it does not
+simulate other markets, and an ensemble that holds little stock scores well on loss probability
+simply by not being exposed. That is why every plan is also run for the null policies
+(:data:`engine.evaluation.evaluate.NULL_POLICIES`: cash, always long, random) and the ensemble is
+compared with each one path by path (:class:`PolicyComparison`). (Recomputing the features on
+resampled prices, to simulate paths the market did not take, would cost a full feature build per
+path; it is not done.)
 
 Each simulation replays the test window reshuffled by a stationary bootstrap
 (:func:`stationary_bootstrap_paths`: blocks of consecutive bars with geometric lengths, so that
@@ -19,8 +29,9 @@ on are ``lo = max(start, lookback - 1)`` .. ``hi - 1`` with ``hi = stop - 1`` (t
 of each stays inside the window), ``window_steps = hi - lo``. From ``numpy.random.default_rng(seed)``,
 in this order: lengths ``L_i`` uniform integers in ``[ceil(min_length_fraction * window_steps),
 window_steps]``; cost multipliers uniform in ``[1 - cost_jitter, 1 + cost_jitter)``; paths of
-``max(L) + 1`` bars. Ruin is disabled. Simulation ``i`` reports ``V_{L_i} / V_0 - 1`` and its
-largest drawdown over steps ``0 .. L_i``.
+``max(L) + 1`` bars. Ruin is disabled. Simulation ``i`` reports ``V_{L_i} / V_0 - 1``, with
+``V_{L_i}`` net of the exit costs (its holdings sold at its own cost rate), and its largest
+drawdown over steps ``0 .. L_i``.
 """
 
 from __future__ import annotations
@@ -46,14 +57,23 @@ if TYPE_CHECKING:
 # statistics (what the trainer pools at the end of a run) need NumPy only.
 
 __all__ = [
+    "MONTECARLO_KIND",
     "MonteCarloPlan",
     "MonteCarloResult",
     "MonteCarloStats",
+    "PolicyComparison",
+    "compare_policies",
     "plan_monte_carlo",
     "run_monte_carlo",
     "simulation_setup",
     "stationary_bootstrap_paths",
 ]
+
+
+MONTECARLO_KIND = (
+    "block bootstrap of this test window's bars (features with their next-bar returns): the same "
+    "market path resampled at random lengths and costs, not other markets"
+)
 
 
 def stationary_bootstrap_paths(
@@ -277,6 +297,8 @@ def run_monte_carlo(
     env_config: PortfolioEnvConfig,
     mc: MonteCarloConfig,
     seed: int | None = None,
+    *,
+    fill_prices: np.ndarray | None = None,
 ) -> MonteCarloResult:
     """All ``mc.simulations`` simulations of ``policy`` on the test bars ``rows = (start,
     stop)`` as one batch (plan in the module docstring; ``seed`` overrides ``mc.seed``).
@@ -286,8 +308,17 @@ def run_monte_carlo(
     """
     plan, config = simulation_setup(features, rows, env_config, mc, seed)
     n = mc.simulations
-    batch = PortfolioBatch(features, prices, config, n, index_paths=plan.paths, tradable=tradable)
+    batch = PortfolioBatch(
+        features,
+        prices,
+        config,
+        n,
+        index_paths=plan.paths,
+        tradable=tradable,
+        fill_prices=fill_prices,
+    )
     batch.set_cost_multipliers(plan.cost_multipliers)
+    rates = config.cost_rate * plan.cost_multipliers
     batch.reset_rows(np.arange(n, dtype=np.int64), None)
     policy.reset(n)
 
@@ -309,7 +340,9 @@ def run_monte_carlo(
         np.greater(lengths, k, out=active)
         np.maximum(max_dd, drawdown, out=max_dd, where=active)
         ending = lengths == k + 1
-        final[ending] = equity[ending]
+        if ending.any():  # sold at this close, at each simulation's own cost rate
+            held = equity[ending] - batch.cash[ending]
+            final[ending] = equity[ending] - rates[ending] * held
         if k == 0:
             episode_start[:] = False
     return MonteCarloResult(
@@ -318,3 +351,98 @@ def run_monte_carlo(
         lengths=lengths,
         cost_multipliers=plan.cost_multipliers,
     )
+
+
+@dataclass(frozen=True, eq=False)
+class PolicyComparison:
+    """The ensemble's simulations and each null policy's on the very same plan (same paths,
+    lengths and costs, simulation by simulation)."""
+
+    ensemble: MonteCarloResult
+    nulls: dict[str, MonteCarloResult]
+
+    def summary(self, bins: int = 40) -> dict[str, Any]:
+        """``{"montecarlo": ensemble stats, "nulls": {name: {"stats", "beat_probability",
+        "excess_mean", "excess_median"}}}``: JSON-safe. ``beat_probability`` is the fraction
+        of paths where the ensemble's final return is strictly above the null's; the excess is
+        ensemble minus null, path by path."""
+        mine = self.ensemble.final_returns
+        nulls = {}
+        for name, result in self.nulls.items():
+            excess = mine - result.final_returns
+            nulls[name] = {
+                "stats": result.stats(bins).to_dict(),
+                "beat_probability": float(np.mean(excess > 0)),
+                "excess_mean": float(np.mean(excess)),
+                "excess_median": float(np.median(excess)),
+            }
+        return {"montecarlo": self.ensemble.stats(bins).to_dict(), "nulls": nulls}
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """One ``.npz``, written atomically: the ensemble's arrays under their own names (so
+        :meth:`MonteCarloResult.load` still reads it) and each null's as ``<name>__<array>``."""
+        arrays = {name: getattr(self.ensemble, name) for name in _ARRAYS}
+        for null, result in self.nulls.items():
+            arrays.update({f"{null}__{name}": getattr(result, name) for name in _ARRAYS})
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+        atomic.write_with(path, write)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PolicyComparison:
+        ensemble = MonteCarloResult.load(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                names = sorted({k.split("__", 1)[0] for k in data.files if "__" in k})
+                nulls = {
+                    n: MonteCarloResult(**{a: data[f"{n}__{a}"] for a in _ARRAYS}) for n in names
+                }
+        except (KeyError, ValueError, OSError) as err:
+            raise DataError(f"{path}: not a Monte Carlo comparison ({err})") from None
+        return cls(ensemble=ensemble, nulls=nulls)
+
+    @classmethod
+    def concat(cls, parts: Sequence[PolicyComparison]) -> PolicyComparison:
+        """Pool folds; only the nulls every part has are kept."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        common = set(parts[0].nulls).intersection(*(p.nulls for p in parts[1:]))
+        return cls(
+            ensemble=MonteCarloResult.concat([p.ensemble for p in parts]),
+            nulls={n: MonteCarloResult.concat([p.nulls[n] for p in parts]) for n in sorted(common)},
+        )
+
+
+def compare_policies(
+    policy: Policy,
+    features: np.ndarray,
+    prices: np.ndarray,
+    tradable: np.ndarray | None,
+    rows: tuple[int, int],
+    env_config: PortfolioEnvConfig,
+    mc: MonteCarloConfig,
+    seed: int | None = None,
+    *,
+    fill_prices: np.ndarray | None = None,
+    nulls: Sequence[str] | None = None,
+) -> PolicyComparison:
+    """:func:`run_monte_carlo` of ``policy`` and of each null policy (all of
+    :data:`engine.evaluation.evaluate.NULL_POLICIES` by default) on the same plan. The random
+    null draws its actions from ``seed`` (or ``mc.seed``) + 1."""
+    from engine.evaluation.evaluate import NULL_POLICIES, null_policy
+
+    seed = mc.seed if seed is None else seed
+    run = {"fill_prices": fill_prices}
+    ensemble = run_monte_carlo(
+        policy, features, prices, tradable, rows, env_config, mc, seed, **run
+    )
+    results = {}
+    for name in NULL_POLICIES if nulls is None else nulls:
+        null = null_policy(name, prices.shape[1], seed + 1)
+        results[name] = run_monte_carlo(
+            null, features, prices, tradable, rows, env_config, mc, seed, **run
+        )
+    return PolicyComparison(ensemble=ensemble, nulls=results)

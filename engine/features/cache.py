@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 CACHE_DIRNAME = ".features"
-_ARRAYS = ("features", "prices", "timestamps", "tradable")
+_ARRAYS = ("features", "prices", "timestamps", "tradable", "opens", "vwaps")
 _META = "meta.json"
 
 
@@ -98,8 +98,7 @@ def open_features(path: str | Path) -> FeatureSet:
             ) from None
     shape = arrays["features"].shape
     if (
-        arrays["prices"].shape != shape[:2]
-        or arrays["tradable"].shape != shape[:2]
+        any(arrays[name].shape != shape[:2] for name in ("prices", "tradable", "opens", "vwaps"))
         or arrays["timestamps"].shape != shape[:1]
         or shape[1] != len(meta["tickers"])
         or shape[2] != len(meta["feature_names"])
@@ -110,6 +109,8 @@ def open_features(path: str | Path) -> FeatureSet:
         prices=arrays["prices"],
         timestamps=arrays["timestamps"],
         tradable=arrays["tradable"],
+        opens=arrays["opens"],
+        vwaps=arrays["vwaps"],
         tickers=tuple(meta["tickers"]),
         feature_names=tuple(meta["feature_names"]),
         path=path,

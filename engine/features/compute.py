@@ -78,7 +78,7 @@ __all__ = [
     "select_session",
 ]
 
-FEATURE_CODE_VERSION = 2  # 2: exact rolling mean/std (flat windows exactly 0)
+FEATURE_CODE_VERSION = 3  # 2: exact rolling mean/std (flat windows exactly 0); 3: opens, vwaps
 """Part of the cache key: bump it when any feature formula or the assembly policy changes."""
 
 
@@ -146,6 +146,15 @@ def _bars_arrays(bars: pd.DataFrame, where: str) -> tuple[np.ndarray, ...]:
         np.asarray(bars[c].to_numpy(dtype=np.float64, na_value=np.nan))
         for c in ("high", "low", "close", "volume")
     )
+
+
+def _optional_column(bars: pd.DataFrame, name: str) -> np.ndarray:
+    """A price column the features do not need (``open``, ``vwap``) as float64, NaN where it is
+    missing or not positive (such a bar cannot be filled at)."""
+    if name not in bars.columns:
+        return np.full(len(bars), np.nan)
+    values = np.asarray(bars[name].to_numpy(dtype=np.float64, na_value=np.nan))
+    return np.where(np.isfinite(values) & (values > 0), values, np.nan)
 
 
 def compute_ticker_features(
@@ -299,6 +308,10 @@ class FeatureSet:
         timestamps: ``int64[time]`` bar start, UTC microseconds since the epoch, increasing.
         tradable: ``bool[time, ticker]``: the ticker has a real bar at that row (False = its last
             bar carried forward, see the module docstring).
+        opens, vwaps: ``float64[time, ticker]`` open and volume-weighted average price of each
+            row's bar, where orders decided at the previous close fill (``env.fill``); NaN where
+            the bar has none (a dataset without vwap has it all NaN). On a stale row they are the
+            carried bar's, and that row is not tradable anyway.
         tickers: names along the ticker axis. feature_names: names along the feature axis.
         path: the cache folder the arrays are mapped from, None when built in memory only.
         meta: what built it (key, config, counts of dropped rows, timings).
@@ -308,6 +321,8 @@ class FeatureSet:
     prices: np.ndarray
     timestamps: np.ndarray
     tradable: np.ndarray
+    opens: np.ndarray
+    vwaps: np.ndarray
     tickers: tuple[str, ...]
     feature_names: tuple[str, ...]
     path: Path | None = None
@@ -324,6 +339,23 @@ class FeatureSet:
             np.asarray(self.timestamps).astype("datetime64[us]"), name="timestamp"
         )
         return idx.tz_localize("UTC")
+
+    def fill_prices(self, fill: str) -> np.ndarray | None:
+        """The prices orders fill at under ``env.fill``: ``opens`` for ``next_open``, ``vwaps``
+        for ``next_vwap``, None for ``close`` (the env then fills at ``prices``). A ticker with
+        no fill price at all (no vwap in its bars) is refused: it could never be traded."""
+        if fill == "close":
+            return None
+        values = self.opens if fill == "next_open" else self.vwaps
+        missing = [t for k, t in enumerate(self.tickers) if not np.isfinite(values[:, k]).any()]
+        if missing:
+            column = "open" if fill == "next_open" else "vwap"
+            raise DataError(
+                f"env.fill {fill}: ticker(s) {', '.join(missing)} have no {column} in the "
+                "dataset; rebuild it from a source that has it (Alpaca bars carry vwap) or set "
+                "env.fill: next_open"
+            )
+        return values
 
     def feature_index(self, name: str) -> int:
         try:
@@ -361,6 +393,8 @@ class _TickerBlock:
     name: str
     timestamps: np.ndarray  # int64[n] UTC us, bar start, increasing, session bars only
     close: np.ndarray  # float64[n]
+    open: np.ndarray  # float64[n], NaN where the bar has none
+    vwap: np.ndarray  # float64[n], NaN where the bar has none (all NaN: no vwap column)
     block: np.ndarray  # float32[n, n_ticker_features]
     bars_stored: int
     bars_dropped_invalid: int
@@ -392,6 +426,8 @@ def _ticker_job(
         name=name,
         timestamps=np.asarray(clean.index.asi8, dtype=np.int64),
         close=close,
+        open=_optional_column(clean, "open"),
+        vwap=_optional_column(clean, "vwap"),
         block=block,
         bars_stored=len(frame),
         bars_dropped_invalid=dropped,
@@ -547,6 +583,8 @@ def build_feature_set(
     n_own = len(ticker_feature_names(cfg))
     features = np.empty((len(keep), n_tickers, len(names)), dtype=np.float32)
     prices = np.empty((len(keep), n_tickers), dtype=np.float64)
+    opens = np.empty((len(keep), n_tickers), dtype=np.float64)
+    vwaps = np.empty((len(keep), n_tickers), dtype=np.float64)
     tradable = np.empty((len(keep), n_tickers), dtype=bool)
     features[:, :, n_own:] = shared[rows_kept][:, None, :]
     per_ticker: dict[str, dict[str, Any]] = {}
@@ -557,6 +595,8 @@ def build_feature_set(
             src = slice(int(src[0]), int(src[0]) + len(src))
         features[:, k, :n_own] = r.block[src]
         prices[:, k] = r.close[src]
+        opens[:, k] = r.open[src]
+        vwaps[:, k] = r.vwap[src]
         tradable[:, k] = ages[k][rows_kept] == 0
         per_ticker[r.name] = {
             "bars_stored": r.bars_stored,
@@ -569,7 +609,7 @@ def build_feature_set(
             "compute_s": round(r.seconds, 4),
         }
     timestamps = np.ascontiguousarray(common[rows_kept], dtype=np.int64)
-    _readonly(features, prices, timestamps, tradable)
+    _readonly(features, prices, timestamps, tradable, opens, vwaps)
     meta = {
         "code_version": FEATURE_CODE_VERSION,
         "config": cfg.model_dump(mode="json"),
@@ -592,6 +632,8 @@ def build_feature_set(
         prices=prices,
         timestamps=timestamps,
         tradable=tradable,
+        opens=opens,
+        vwaps=vwaps,
         tickers=tuple(r.name for r in results),
         feature_names=names,
         meta=meta,

@@ -16,8 +16,10 @@ resumed from nothing but the folder (the control panel re-attaches by reading it
                                  /member.json     seed, timesteps, sha256 of model.zip
       checkpoints/fold_00/member_00/checkpoint.zip + checkpoint.json
       results/fold_00.json               out-of-sample metrics and Monte Carlo statistics
-      results/fold_00_montecarlo.npz     per-simulation final returns and drawdowns
-      results/summary.json               all folds + the pooled Monte Carlo statistics
+      results/fold_00_montecarlo.npz     per-simulation final returns and drawdowns, per policy
+      results/fold_00_trials.npz         per-bar out-of-sample returns of every member (trials)
+      results/fold_00_permutation.npz    the ensemble's return and Sharpe on each permutation
+      results/summary.json               all folds, pooled statistics and the verdict
       .lock              flock held by the live trainer (a dead trainer holds nothing)
 
 The event log itself (writer, reader, event shapes) is :mod:`engine.runs.events`; what the events
@@ -144,6 +146,14 @@ class RunFolder:
 
     def fold_montecarlo_path(self, fold: int) -> Path:
         return self.results_dir / f"fold_{fold:02d}_montecarlo.npz"
+
+    def fold_trials_path(self, fold: int) -> Path:
+        """Per-bar out-of-sample returns of each member of the fold: its trials."""
+        return self.results_dir / f"fold_{fold:02d}_trials.npz"
+
+    def fold_permutation_path(self, fold: int) -> Path:
+        """The timing-skill test's statistics of the ensemble on each permutation."""
+        return self.results_dir / f"fold_{fold:02d}_permutation.npz"
 
     @property
     def summary_path(self) -> Path:

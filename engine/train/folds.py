@@ -138,8 +138,18 @@ def make_folds(
 
 
 def walk_forward_folds(timestamps_us: np.ndarray, walk_forward: Any, source: str) -> list[Fold]:
-    """The folds of a config's ``walk_forward`` section (``engine.config.WalkForwardConfig``)."""
+    """The folds of a config's ``walk_forward`` section (``engine.config.WalkForwardConfig``).
+
+    Overlapping test windows (``step_months < test_months``) are refused unless
+    ``allow_overlapping_tests`` is set: pooled statistics would count the shared bars twice."""
     wf = walk_forward
+    if wf.step_months < wf.test_months and not getattr(wf, "allow_overlapping_tests", False):
+        raise ConfigError(
+            f"{source}: key 'walk_forward.step_months': {wf.step_months} < test_months "
+            f"{wf.test_months}, so test windows overlap and pooled results would count their "
+            "shared bars twice; set step_months >= test_months, or "
+            "walk_forward.allow_overlapping_tests: true (pooled figures then use each bar once)"
+        )
     return make_folds(
         timestamps_us,
         train_years=wf.train_years,

@@ -90,6 +90,8 @@ class Trainer:
             member_dirs=dirs,
             result_path=str(self.folder.fold_result_path(fold.index)),
             montecarlo_path=str(self.folder.fold_montecarlo_path(fold.index)),
+            trials_path=str(self.folder.fold_trials_path(fold.index)),
+            permutation_path=str(self.folder.fold_permutation_path(fold.index)),
         )
 
     def fold_done(self, fold: Fold) -> bool:
@@ -99,7 +101,8 @@ class Trainer:
         try:
             result = json.loads(path.read_text())
             recordable = all(
-                isinstance(result[k], dict) for k in ("oos", "buy_and_hold", "montecarlo")
+                isinstance(result[k], dict)
+                for k in ("oos", "buy_and_hold", "montecarlo", "nulls", "timing")
             ) and isinstance(result["members"], list)
             return recordable and int(result["members_used"]) == self.cfg.training.ensemble
         except (OSError, KeyError, TypeError, ValueError):
@@ -288,6 +291,13 @@ class Trainer:
         summary = self.write_summary()
         if summary.get("montecarlo") is not None:
             self.emit(events, "montecarlo", scope="pooled", stats=summary["montecarlo"])
+        if summary.get("verdict") is not None:
+            self.emit(
+                events,
+                "verdict",
+                **{key: summary.get(key) for key in RUN_VERDICT_KEYS},
+            )
+            self.echo(f"run {self.folder.run_id}: {summary['verdict']['line']}")
         if self.failures:
             error = f"{len(self.failures)} unit(s) failed: {self.failures[0]}"
             self.emit(events, "run_failed", error=error, summary_path=str(self.folder.summary_path))
@@ -345,6 +355,7 @@ class Trainer:
             buy_and_hold=result["buy_and_hold"],
             members=result["members"],
             result_path=str(self.folder.fold_result_path(fold)),
+            **{key: result.get(key) for key in FOLD_VERDICT_KEYS},
         )
         self.emit(
             events, "montecarlo", scope=f"fold_{fold:02d}", fold=fold, stats=result["montecarlo"]
@@ -354,6 +365,7 @@ class Trainer:
             f"fold {fold}: out of sample {result['oos']['total_return']:+.2%} "
             f"(buy and hold {result['buy_and_hold']['total_return']:+.2%}); Monte Carlo "
             f"loss probability {mc['loss_probability']:.1%}, VaR95 {mc['var_95']:+.2%}"
+            + _timing_note(result)
         )
 
     def _record_unrecorded_folds(self, events: EventLog) -> None:
@@ -374,14 +386,17 @@ class Trainer:
             self._record_fold(events, fold.index, result)
 
     def write_summary(self) -> dict[str, Any]:
-        """Every evaluated fold and the Monte Carlo statistics pooled over them."""
+        """Every evaluated fold, the Monte Carlo statistics pooled over them and the run's
+        verdict (:func:`engine.evaluation.verdict.judge_run`; fields in docs/results.md)."""
         from engine.evaluation.montecarlo import MonteCarloResult
+        from engine.evaluation.verdict import judge_run
 
-        folds, pooled = [], []
+        folds, pooled, indices = [], [], []
         for fold in self.folds:
             path = self.folder.fold_result_path(fold.index)
             if path.exists():
                 folds.append(json.loads(path.read_text()))
+                indices.append(fold.index)
                 mc_path = self.folder.fold_montecarlo_path(fold.index)
                 if mc_path.exists():
                     pooled.append(MonteCarloResult.load(mc_path))
@@ -390,9 +405,46 @@ class Trainer:
             if pooled
             else None
         )
-        summary = {"run_id": self.folder.run_id, "folds": folds, "montecarlo": stats}
+        summary: dict[str, Any] = {
+            "run_id": self.folder.run_id,
+            "folds": folds,
+            "montecarlo": stats,
+        }
+        if folds:
+            summary.update(judge_run(self.folder, self.cfg, folds, indices))
         atomic.write_json(self.folder.summary_path, summary)
         return summary
+
+
+# The keys of a fold's result that the verdict adds (docs/results.md), carried on its event.
+FOLD_VERDICT_KEYS = (
+    "fill",
+    "fill_optimistic",
+    "buy_and_hold_matched",
+    "seed_dispersion",
+    "cost_sensitivity",
+    "montecarlo_kind",
+    "nulls",
+    "timing",
+)
+
+
+# The run-level verdict fields carried on the `verdict` event (docs/events.md).
+RUN_VERDICT_KEYS = (
+    "verdict",
+    "pooled",
+    "overfitting",
+    "seed_dispersion",
+    "fill",
+    "fill_optimistic",
+)
+
+
+def _timing_note(result: dict[str, Any]) -> str:
+    timing = result.get("timing")
+    if not isinstance(timing, dict) or timing.get("p_return") is None:
+        return ""
+    return f"; timing-skill p={timing['p_return']:.3g}"
 
 
 def _dates(fold: Fold) -> dict[str, Any]:

@@ -116,6 +116,7 @@ def prepare_run(
     Every check that can fail (config, dataset, folds, plan, thread limits) runs before the folder
     exists, so a refused run leaves nothing behind.
     """
+    from engine.evaluation.trials import config_hash
     from engine.features.cache import load_or_build_features
     from engine.runs.events import utc_stamp
     from engine.runs.folder import default_runs_root, new_run_id
@@ -162,6 +163,10 @@ def prepare_run(
             "config_source": str(config_path),
             "features_path": str(fs.path),
             "features_shape": list(fs.features.shape),
+            # what the trial registry groups runs by, and what the trials were trained as
+            "dataset_checksum": fs.meta.get("dataset_checksum"),
+            "feature_key": fs.meta.get("key"),
+            "config_hash": config_hash(cfg.model_dump(mode="json")),
             "created": utc_stamp(),
             "host": socket.gethostname(),
         },

@@ -65,6 +65,8 @@ class FoldTask:
     member_dirs: tuple[str, ...]
     result_path: str
     montecarlo_path: str
+    trials_path: str
+    permutation_path: str
 
     kind = "evaluate"
 
@@ -93,9 +95,14 @@ def _env_config(cfg: PloutosConfig, rows: tuple[int, int], *, evaluation: bool =
         lookback=cfg.env.lookback,
         commission_bps=cfg.env.commission_bps,
         slippage_bps=cfg.env.slippage_bps,
+        fill=cfg.env.fill,
         # Out of sample we want the whole path, ruin included, not an early stop.
         **({"ruin_fraction": 0.0} if evaluation else {}),
     )
+
+
+def _sliced(values: np.ndarray | None, end: int) -> np.ndarray | None:
+    return None if values is None else values[:end]
 
 
 def _save_model(model: Any, target: Path) -> None:
@@ -197,6 +204,7 @@ def train_member(
         _env_config(cfg, fold.train_rows),
         seed=task.seed,
         tradable=fs.tradable[:end],
+        fill_prices=_sliced(fs.fill_prices(cfg.env.fill), end),
     )
     algo = _algorithm_class(cfg.training.algorithm)
     total = cfg.training.total_timesteps
@@ -286,7 +294,10 @@ class UnitStopped(BaseException):
 
 def evaluate_fold(task: FoldTask, report: Report, should_stop: ShouldStop) -> dict[str, Any]:
     """Out-of-sample metrics of the fold's ensemble (and of each member), buy-and-hold of the same
-    tickers, and Monte Carlo on the test window; writes ``result_path`` and ``montecarlo_path``.
+    tickers (also exposure-matched), the cost-sensitivity table, Monte Carlo of the ensemble and of
+    the null policies on the test window, and the timing-skill test; writes ``trials_path`` (the
+    members' per-bar returns), ``permutation_path``, ``montecarlo_path`` and, last,
+    ``result_path`` (fields in docs/results.md).
 
     Told to stop (stop asked, or the trainer died), it returns ``{"status": "stopped"}`` having
     written nothing: a result file exists only for an evaluation its trainer asked for and saw.
@@ -302,11 +313,15 @@ def _evaluate_fold(task: FoldTask, report: Report, should_stop: ShouldStop) -> d
 
     from engine.evaluation.evaluate import (
         EnsemblePolicy,
+        MembersPolicy,
         bars_per_year,
         buy_and_hold,
-        evaluate_policy,
+        run_pass,
     )
-    from engine.evaluation.montecarlo import run_monte_carlo
+    from engine.evaluation.montecarlo import MONTECARLO_KIND, compare_policies
+    from engine.evaluation.robustness import cost_sensitivity, timing_test
+    from engine.evaluation.skill import seed_dispersion
+    from engine.evaluation.trials import FoldTrials
     from engine.features.cache import open_features
     from engine.features.normalize import Normalizer
     from engine.train.plan import HardwarePlan
@@ -323,12 +338,15 @@ def _evaluate_fold(task: FoldTask, report: Report, should_stop: ShouldStop) -> d
     if not task.member_dirs:
         raise PloutosError(f"{fold.name}: no finished member to evaluate")
     fs = open_features(task.features_path)
-    end = fold.test_rows[1]
+    start, end = fold.test_rows
     normalizer = Normalizer.load(Path(task.member_dirs[0]) / "normalizer.npz")
     features = normalizer.apply(fs.features[:end])
     prices, tradable = fs.prices[:end], fs.tradable[:end]
+    fills = _sliced(fs.fill_prices(cfg.env.fill), end)
+    market = (features, prices, tradable)
     algo = _algorithm_class(cfg.training.algorithm)
     models = [algo.load(Path(d) / "model.zip", device=plan.device) for d in task.member_dirs]
+    seeds = [_member_seed(Path(d)) for d in task.member_dirs]
     if fault(("pause-eval",), str(fold.index)) is not None:
         park(report, should_stop, {"type": "evaluation_paused"})
     check_stop()
@@ -336,43 +354,97 @@ def _evaluate_fold(task: FoldTask, report: Report, should_stop: ShouldStop) -> d
     per_year = bars_per_year(np.asarray(fs.timestamps))
     vote = cfg.training.vote
     policy = EnsemblePolicy(models, vote=vote)
-    oos = evaluate_policy(policy, features, prices, tradable, fold.test_rows, env_cfg, per_year)
-    members = []
-    for m in models:
-        check_stop()
-        single = EnsemblePolicy([m], vote=vote)
-        metrics = evaluate_policy(
-            single, features, prices, tradable, fold.test_rows, env_cfg, per_year
-        )
-        members.append(metrics.to_dict())
-    bh = buy_and_hold(prices, fold.test_rows, env_cfg, per_year)
+    verdict_cfg = cfg.verdict
+
+    ensemble = run_pass(policy, *market, fold.test_rows, env_cfg, fill_prices=fills)
+    oos = ensemble.metrics(0, per_year)
     check_stop()
-    mc = run_monte_carlo(
+    # Every member alone (one portfolio each, one batch): the run's trials.
+    alone = run_pass(
+        MembersPolicy(models, vote=vote),
+        *market,
+        fold.test_rows,
+        env_cfg,
+        n=len(models),
+        fill_prices=fills,
+    )
+    members = [alone.metrics(i, per_year).to_dict() for i in range(len(models))]
+    trials = FoldTrials(
+        fold=fold.index,
+        timestamps=np.asarray(fs.timestamps[start : end - 1], dtype=np.int64),
+        returns=alone.simple_returns(),
+        seeds=np.asarray(seeds, dtype=np.int64),
+        members=np.asarray([_member_index(Path(d)) for d in task.member_dirs], dtype=np.int64),
+    )
+    exposure = float(oos.mean_exposure or 0.0)
+    bench = {"tradable": tradable, "fill_prices": fills}
+    bh = buy_and_hold(prices, fold.test_rows, env_cfg, per_year, **bench)
+    matched = buy_and_hold(prices, fold.test_rows, env_cfg, per_year, weight=exposure, **bench)
+    check_stop()
+    costs = cost_sensitivity(
+        policy, *market, fold.test_rows, env_cfg, verdict_cfg.cost_multipliers, fill_prices=fills
+    )
+    check_stop()
+    comparison = compare_policies(
         policy,
-        features,
-        prices,
-        tradable,
+        *market,
         fold.test_rows,
         env_cfg,
         cfg.monte_carlo,
         seed=cfg.monte_carlo.seed + fold.index,
+        fill_prices=fills,
     )
     check_stop()
-    stats = mc.stats(cfg.monte_carlo.histogram_bins).to_dict()
+    timing = timing_test(
+        policy,
+        *market,
+        fold.test_rows,
+        env_cfg,
+        verdict_cfg.permutations,
+        verdict_cfg.permutation_block_bars,
+        seed=verdict_cfg.seed + fold.index,
+        fill_prices=fills,
+        timestamps=np.asarray(fs.timestamps),
+    )
+    check_stop()
+    mc = comparison.summary(cfg.monte_carlo.histogram_bins)
     result = {
         "fold": fold.to_dict(),
         "members_used": len(models),
         "member_dirs": [str(d) for d in task.member_dirs],
         "vote": vote,
+        "fill": cfg.env.fill,
+        "fill_optimistic": cfg.env.fill == "close",
         "oos": oos.to_dict(),
         "buy_and_hold": bh.to_dict(),
+        "buy_and_hold_matched": {**matched.to_dict(), "exposure": exposure},
         "members": members,
-        "montecarlo": stats,
+        "seed_dispersion": seed_dispersion([m["total_return"] for m in members]).to_dict(),
+        "cost_sensitivity": costs,
+        "montecarlo": mc["montecarlo"],
+        "montecarlo_kind": MONTECARLO_KIND,
+        "nulls": mc["nulls"],
+        "timing": timing.to_dict(),
         "elapsed_s": round(time.monotonic() - started, 3),
     }
-    mc.save(task.montecarlo_path)
+    # The result file last: a fold counts as evaluated only once every file of it is there.
+    comparison.save(task.montecarlo_path)
+    trials.save(task.trials_path)
+    timing.save(task.permutation_path)
     atomic.write_json(task.result_path, result)
     return result
+
+
+def _member_seed(member_dir: Path) -> int:
+    try:
+        return int(json.loads((member_dir / "member.json").read_text())["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1  # an older member without its seed recorded
+
+
+def _member_index(member_dir: Path) -> int:
+    name = member_dir.name  # member_03
+    return int(name.rsplit("_", 1)[-1]) if name.rsplit("_", 1)[-1].isdigit() else -1
 
 
 UNITS: dict[str, Callable[[Any, Report, ShouldStop], dict[str, Any]]] = {

@@ -322,7 +322,8 @@ def test_always_buy_with_one_unit_of_half_the_equity_is_buy_and_hold():
     bh = buy_and_hold(prices, (5, 25), config, 1000.0)
     steps = 19
     per_ticker = 1.0 / (2 * (1 + rate))
-    expected_final = per_ticker * (1.001**steps + 1.002**steps)
+    held = per_ticker * (1.001**steps + 1.002**steps)
+    expected_final = held * (1 - rate)  # sold at the last close, paying the rate
     for metrics in (m, bh):
         assert metrics.n_bars == steps
         assert metrics.final_equity == pytest.approx(expected_final, rel=1e-12)
@@ -331,7 +332,9 @@ def test_always_buy_with_one_unit_of_half_the_equity_is_buy_and_hold():
         curve = np.concatenate(
             [[1.0], per_ticker * (1.001 ** np.arange(1, 20) + 1.002 ** np.arange(1, 20))]
         )
-        assert metrics.turnover == pytest.approx(2 * per_ticker / curve.mean(), rel=1e-12)
+        curve[-1] = expected_final
+        traded = 2 * per_ticker + held
+        assert metrics.turnover == pytest.approx(traded / curve.mean(), rel=1e-12)
     assert m.sharpe == pytest.approx(bh.sharpe, rel=1e-6)
 
 
@@ -345,9 +348,15 @@ def test_always_buy_on_a_flat_market_pays_three_units_of_costs_and_counts_their_
     m = evaluate_policy(ConstantPolicy(BUY, 1), features, prices, None, (0, 11), config, 252.0)
     # Each buy of 0.1 * V costs 0.1 * V * rate; then the ticker is full.
     curve = np.array([(1 - 0.1 * rate) ** min(k, 3) for k in range(11)])
+    held = 0.1 * curve[:3].sum()  # three units, each 0.1 x the equity before its buy
+    curve[-1] -= rate * held  # the exit: everything sold at the last close
     assert m.final_equity == pytest.approx(curve[-1], rel=1e-14)
-    assert m.turnover == pytest.approx(0.1 * curve[:3].sum() / curve.mean(), rel=1e-14)
+    assert m.turnover == pytest.approx(2 * held / curve.mean(), rel=1e-14)
     assert m.max_drawdown == pytest.approx(1 - curve[-1], rel=1e-9)
+    assert m.mean_exposure == pytest.approx(
+        np.mean([0.1 * curve[: min(k, 3)].sum() / curve[min(k, 3)] for k in range(1, 11)]),
+        rel=1e-12,
+    )
 
 
 def test_turnover_of_random_trading_matches_the_costs_the_env_charged():
@@ -369,8 +378,10 @@ def test_turnover_of_random_trading_matches_the_costs_the_env_charged():
         _, _, _, trunc, info = env.step(row)
         curve.append(info["equity"])
         scaled += info["cash"] == 0.0 and cash_before > 0
-    assert trunc and m.final_equity == curve[-1]
-    traded = info["costs"] / config.cost_rate
+    held = info["equity"] - info["cash"]
+    curve[-1] -= config.cost_rate * held
+    assert trunc and m.final_equity == pytest.approx(curve[-1], rel=1e-15)
+    traded = info["costs"] / config.cost_rate + held
     assert m.turnover == pytest.approx(traded / np.mean(curve), rel=1e-9)
     assert scaled > 0  # the scaled-buy branch was exercised
 
@@ -381,10 +392,12 @@ def test_buy_and_hold_by_hand():
     m = buy_and_hold(prices, (0, 4), config, 252.0)
     each = 1000.0 / (2 * 1.001)
     curve = np.array([1000.0] + [each * (p[0] / 10.0 + p[1] / 20.0) for p in prices[1:]])
+    held = curve[-1]  # all the cash was spent at the first close
+    curve[-1] = held * (1 - 0.001)  # sold at the last close
     assert m.final_equity == pytest.approx(curve[-1], rel=1e-14)
     assert m.total_return == pytest.approx(curve[-1] / 1000.0 - 1, rel=1e-12)
     assert m.max_drawdown == pytest.approx(1 - curve[3] / curve[2], rel=1e-12)
-    assert m.turnover == pytest.approx(2 * each / curve.mean(), rel=1e-14)
+    assert m.turnover == pytest.approx((2 * each + held) / curve.mean(), rel=1e-14)
     r = np.diff(np.log(curve))
     assert m.sharpe == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(252.0), rel=1e-9)
 
@@ -436,4 +449,5 @@ def test_evaluate_a_real_ensemble_equals_a_step_by_step_predict_loop(tiny_models
         )
         votes.append(action)
         obs, _, _, _, info = env.step(majority_vote([v.reshape(1, -1) for v in votes])[0])
-    assert m.final_equity == info["equity"]
+    exit_cost = config.cost_rate * (info["equity"] - info["cash"])
+    assert m.final_equity == pytest.approx(info["equity"] - exit_cost, rel=1e-15)

@@ -64,3 +64,16 @@ def test_fold_round_trips_through_a_dict_and_prints():
     fold = make_folds(TS, train_years=2, embargo_days=5, test_months=6, step_months=6)[0]
     assert Fold.from_dict(fold.to_dict()) == fold
     assert fold.name in format_folds([fold])
+
+
+def test_overlapping_test_windows_are_refused_naming_the_key_unless_opted_in():
+    from engine.config import WalkForwardConfig
+    from engine.train.folds import walk_forward_folds
+
+    overlapping = WalkForwardConfig(train_years=2, test_months=6, step_months=3)
+    with pytest.raises(ConfigError, match=r"demo.yaml: key 'walk_forward.step_months': 3 < test"):
+        walk_forward_folds(TS, overlapping, "demo.yaml")
+    allowed = overlapping.model_copy(update={"allow_overlapping_tests": True})
+    folds = walk_forward_folds(TS, allowed, "demo.yaml")
+    assert len(folds) >= 2 and folds[0].test_rows[1] > folds[1].test_rows[0]
+    assert walk_forward_folds(TS, WalkForwardConfig(train_years=2), "demo.yaml")

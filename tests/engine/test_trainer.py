@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
+import numpy as np
 import pytest
 
 from engine.atomic import file_sha256
@@ -149,6 +150,40 @@ def test_demo_run_finishes_with_models_evaluation_and_montecarlo(demo_run):
     assert status["state"] == "finished" and status["progress"] == 1.0
     assert folder.state() == "finished"
     assert "Monte Carlo loss probability" in proc.stdout
+
+
+def test_demo_run_is_judged_honestly_and_no_skill_is_shown(demo_run):
+    """The demo market has no edge: the verdict must say no skill, with every statistic there."""
+    folder, proc = demo_run
+    summary = json.loads(folder.summary_path.read_text())
+    assert summary["fill"] == "next_open" and summary["fill_optimistic"] is False
+    for fold in summary["folds"]:
+        assert fold["fill"] == "next_open"
+        assert set(fold["nulls"]) == {"cash", "always_long", "random"}
+        # never trading never loses: the cash null's loss probability is 0 on every path
+        assert fold["nulls"]["cash"]["stats"]["loss_probability"] == 0.0
+        timing = fold["timing"]
+        assert timing["permutations"] == 199 and 1 / 200 <= timing["p_return"] <= 1.0
+        table = fold["cost_sensitivity"]
+        assert table["cost_bps"] == [0.0, 3.0, 6.0, 12.0]
+        assert table["total_return"][1] == pytest.approx(fold["oos"]["total_return"], abs=1e-12)
+        assert table["total_return"] == sorted(table["total_return"], reverse=True)
+        assert 0.0 <= fold["oos"]["mean_exposure"] <= 1.0
+        assert fold["buy_and_hold_matched"]["exposure"] == fold["oos"]["mean_exposure"]
+        trials = np.load(folder.fold_trials_path(fold["fold"]["index"]))
+        assert trials["returns"].shape == (2, fold["oos"]["n_bars"])
+    over = summary["overfitting"]
+    assert over["n_trials"] == 4 // 2 and over["n_runs"] == 1  # two member slots, two folds
+    assert over["deflated_sharpe"] is not None and 0.0 <= over["deflated_sharpe"] <= 1.0
+    assert summary["pooled"]["timing"]["folds"] == 2
+    verdict = summary["verdict"]
+    assert verdict["skill"] is False and verdict["line"].startswith("skill not shown:")
+    assert summary["reproducibility"]["config_hash"] == folder.read_meta()["config_hash"]
+    events = events_of(folder)
+    judged = of_type(events, "verdict")
+    assert len(judged) == 1 and judged[0]["verdict"] == verdict
+    assert events.index(judged[0]) < len(events) - 1  # before run_finished
+    assert "skill not shown" in proc.stdout
 
 
 def test_every_process_of_the_run_had_sanitized_thread_pools(demo_run):

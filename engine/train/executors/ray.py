@@ -108,6 +108,8 @@ def run_member_on_ray(
     prices: Any,
     tradable: Any,
     timestamps: Any,
+    opens: Any,
+    vwaps: Any,
     meta: dict[str, Any],
     sink: Any,
 ) -> dict[str, Any]:
@@ -132,6 +134,8 @@ def run_member_on_ray(
             prices=prices,
             timestamps=timestamps,
             tradable=tradable,
+            opens=opens,
+            vwaps=vwaps,
             tickers=tuple(meta["tickers"]),
             feature_names=tuple(meta["feature_names"]),
         )
@@ -197,7 +201,10 @@ class RayExecutor:
             signal.signal(sig, handler)
         fs = open_features(features_path)
         # Once per run, not once per task: every task gets these refs.
-        self.refs = [ray.put(a) for a in (fs.features, fs.prices, fs.tradable, fs.timestamps)]
+        self.refs = [
+            ray.put(a)
+            for a in (fs.features, fs.prices, fs.tradable, fs.timestamps, fs.opens, fs.vwaps)
+        ]
         self.meta = {"tickers": list(fs.tickers), "feature_names": list(fs.feature_names)}
         # The sink lives on the launching machine's node: losing a worker node must not lose it.
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
