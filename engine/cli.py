@@ -484,7 +484,121 @@ def _status(args: argparse.Namespace) -> int:
         )
     if status.get("error"):
         print(f"  error: {status['error']}")
+    for line in _verdict_lines(view):
+        print(line)
     return 0
+
+
+_FILL_LABELS = {
+    "next_open": "next_open (the open of the bar after the decision)",
+    "next_vwap": "next_vwap (the volume-weighted price of the bar after the decision)",
+    "close": "close (optimistic: fills at the close the agent just saw)",
+}
+# fold_evaluated keys that only a judged fold has (docs/results.md): older runs print nothing new
+_JUDGED_FOLD_KEYS = ("fill", "buy_and_hold_matched", "cost_sensitivity", "nulls", "timing")
+
+
+def _p(value: object) -> str:
+    """A p-value or probability: two decimals, one significant digit below 0.01; ``?`` if none."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return "?"
+    return f"{value:.1g}" if 0 < value < 0.01 else f"{value:.2f}"
+
+
+def _count(value: object) -> str:
+    """A count (trials, runs, splits, permutations); ``?`` unless a whole number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "?"
+    if not abs(value) < float("inf"):  # NaN and inf
+        return "?"
+    return str(int(value)) if value >= 0 and value == int(value) else "?"
+
+
+def _counted(value: object, noun: str) -> str:
+    """``1 run``, ``3 runs``, ``? runs``."""
+    n = _count(value)
+    return f"{n} {noun}" + ("" if n == "1" else "s")
+
+
+def _beats(beat: dict[str, float | None]) -> str:
+    return "beats " + ", ".join(
+        f"{name.replace('_', '-')} {_number(beat.get(name), '.0%')}"
+        for name in ("cash", "always_long", "random")
+    )
+
+
+def _verdict_lines(view) -> list[str]:
+    """The verdict part of ``ploutos status``: fills, one line per judged fold, pooled figures,
+    overfitting, seed spread and the verdict line last (docs/results.md); none for older runs."""
+    from engine.runs.view import NULL_POLICIES, dig, fold_summary, number
+
+    lines = []
+    if view.fill is not None:
+        label = _FILL_LABELS.get(view.fill, view.fill)
+        if view.fill_optimistic and view.fill != "close":
+            label += " (optimistic)"
+        lines.append(f"  fills: {label}")
+    for fold, event in sorted(view.folds_evaluated.items()):
+        if not any(key in event for key in _JUDGED_FOLD_KEYS):
+            continue
+        f = fold_summary(event)
+        bps, note = f["break_even_bps"], f["break_even_note"]
+        even = f"{bps:.1f} bps per side" if bps is not None else (note or "?")
+        lines.append(
+            f"  fold {fold} judged: oos {_number(f['oos_return'], '+.2%')} | buy and hold "
+            f"{_number(f['buy_and_hold_return'], '+.2%')} | exposure-matched buy and hold "
+            f"{_number(f['matched_return'], '+.2%')} (exposure "
+            f"{_number(f['matched_exposure'], '.0%')}) | timing p {_p(f['timing_p_return'])} "
+            f"(return) | {_beats(f['beat_probability'])} of paths | break-even {even}"
+        )
+    if view.verdict is None:
+        return lines
+    pooled, over = view.verdict["pooled"], view.verdict["overfitting"]
+    beat = {name: number(dig(pooled, "nulls", name, "beat_probability")) for name in NULL_POLICIES}
+    lines.append(
+        f"  pooled: oos {_number(number(dig(pooled, 'oos_return')), '+.2%')} (Sharpe "
+        f"{_number(number(dig(pooled, 'sharpe')), '+.2f')}, exposure "
+        f"{_number(number(dig(pooled, 'mean_exposure')), '.0%')}) | buy and hold "
+        f"{_number(number(dig(pooled, 'buy_and_hold_return')), '+.2%')} | timing p "
+        f"{_p(number(dig(pooled, 'timing', 'p_return')))} (return), "
+        f"{_p(number(dig(pooled, 'timing', 'p_sharpe')))} (Sharpe), "
+        f"{_count(number(dig(pooled, 'timing', 'permutations')))} permutations | "
+        f"{_beats(beat)} of paths"
+    )
+    pbo, note = number(dig(over, "pbo")), dig(over, "pbo_note")
+    pbo_text = (
+        f"PBO {_p(pbo)} (CSCV, {_count(number(dig(over, 'pbo_splits')))} splits)"
+        if pbo is not None
+        else "PBO n/a" + (f" ({note})" if isinstance(note, str) and note else "")
+    )
+    lines.append(
+        f"  overfitting: {pbo_text}, {_counted(dig(over, 'n_trials'), 'trial')} in "
+        f"{_counted(dig(over, 'n_runs'), 'run')} | deflated Sharpe "
+        f"{_p(number(dig(over, 'deflated_sharpe')))} (Sharpe "
+        f"{_number(number(dig(over, 'sharpe_per_bar')), '+.4f')} vs SR0 "
+        f"{_number(number(dig(over, 'sr0')), '+.4f')}, per bar) | reality check p "
+        f"{_p(number(dig(over, 'reality_check_p')))}"
+    )
+    seeds = view.verdict["seed_dispersion"]
+    lines.append(
+        f"  seed spread: members' oos return mean "
+        f"{_number(number(dig(seeds, 'mean')), '+.2%')} (95% CI "
+        f"{_number(number(dig(seeds, 'ci_low')), '+.2%')} to "
+        f"{_number(number(dig(seeds, 'ci_high')), '+.2%')}), std "
+        f"{_number(number(dig(seeds, 'std')), '.2%')}, min "
+        f"{_number(number(dig(seeds, 'min')), '+.2%')}, max "
+        f"{_number(number(dig(seeds, 'max')), '+.2%')}, n "
+        f"{_count(number(dig(seeds, 'n')))}"
+    )
+    verdict = view.verdict["verdict"]
+    line = dig(verdict, "line")
+    if not isinstance(line, str) or not line:
+        skill = dig(verdict, "skill")
+        line = (
+            "?" if not isinstance(skill, bool) else ("skill shown" if skill else "skill not shown")
+        )
+    lines.append(f"  verdict: {line}")
+    return lines
 
 
 def _bench_train(args: argparse.Namespace) -> int:

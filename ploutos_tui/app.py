@@ -42,6 +42,7 @@ HELP_KEYS: tuple[tuple[str, str, str], ...] = (
     ("s / r", "jobs, run", "stop (members checkpoint) / resume the run"),
     ("l", "jobs, run", "the run's log tail"),
     ("m", "run", "next Monte Carlo scope (pooled, each fold)"),
+    ("?", "run", "what each statistic of the verdict means (timing p, PBO, deflated Sharpe...)"),
     ("b / a / c", "dataset", "build the demo / build or update from Alpaca / re-check"),
     ("ctrl+p", "anywhere", "command palette"),
     ("?", "anywhere", "this help (escape closes it)"),

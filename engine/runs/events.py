@@ -241,6 +241,10 @@ _EVENT_FIELDS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     ),
     "fold_failed": ({"fold": "int"}, {"error": "str"}),
     "montecarlo": ({"stats": "object"}, {"scope": "str", "fold": "int"}),
+    "verdict": (
+        {"verdict": "object"},
+        {"pooled": "object", "overfitting": "object", "seed_dispersion": "object", "fill": "str"},
+    ),
     "run_failed": ({}, {"error": "str"}),
 }
 # run_started creates n_folds x ensemble member rows: a absurd pair must not exhaust memory

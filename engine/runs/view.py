@@ -6,6 +6,8 @@ events :class:`engine.runs.events.EventTail` reads, so they all see the same run
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,139 @@ from engine.runs.folder import RunFolder
 def _opt(event: dict[str, Any], name: str, default: Any) -> Any:
     value = event.get(name)
     return default if value is None else value
+
+
+# ---------------------------------------------------------------------- verdict fields
+# The objects of a `verdict` event (docs/events.md, docs/results.md) that RunView keeps.
+VERDICT_OBJECTS = ("verdict", "pooled", "overfitting", "seed_dispersion")
+NULL_POLICIES = ("cash", "always_long", "random")
+_MAX_DEPTH = 32  # deeper JSON in a verdict payload is dropped (None), never recursed into
+
+
+def number(value: Any) -> float | None:
+    """``value`` as a finite float; None for a bool, a non-number, NaN, inf or an int too large
+    for a float (an event may carry any JSON: a reader never trusts a field's type)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        out = float(value)
+    except OverflowError:
+        return None
+    return out if math.isfinite(out) else None
+
+
+def dig(value: Any, *path: str) -> Any:
+    """``value[path[0]][path[1]]...``; None as soon as a step is not a mapping or lacks the key."""
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def plain_json(value: Any, depth: int = 0) -> Any:
+    """A copy of JSON-like data that ``json.dumps(allow_nan=False)`` accepts: non-finite floats
+    and anything not JSON (or nested over 32 deep) become None, mappings keep their string keys."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)):
+        return value if isinstance(value, int) and abs(value) < 1 << 63 else number(value)
+    if depth >= _MAX_DEPTH:
+        return None
+    if isinstance(value, Mapping):
+        return {k: plain_json(v, depth + 1) for k, v in value.items() if isinstance(k, str)}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v, depth + 1) for v in value]
+    return None
+
+
+def verdict_payload(event: Mapping[str, Any]) -> dict[str, Any]:
+    """What :attr:`RunView.verdict` keeps of a ``verdict`` event: ``verdict``, ``pooled``,
+    ``overfitting`` and ``seed_dispersion`` (each a dict, or None when absent or not an object),
+    ``fill`` (str or None) and ``fill_optimistic`` (bool or None), all JSON-safe."""
+    out: dict[str, Any] = {}
+    for name in VERDICT_OBJECTS:
+        value = event.get(name)
+        out[name] = plain_json(value) if isinstance(value, Mapping) else None
+    fill = event.get("fill")
+    out["fill"] = fill if isinstance(fill, str) else None
+    optimistic = event.get("fill_optimistic")
+    out["fill_optimistic"] = optimistic if isinstance(optimistic, bool) else None
+    return out
+
+
+def _verdict_problem(event: Mapping[str, Any]) -> str | None:
+    """Why a ``verdict`` event cannot be used (its ``verdict`` must be an object), or None."""
+    if event.get("type") != "verdict":
+        return None
+    value = event.get("verdict")
+    if value is None:
+        return "verdict: 'verdict' missing"
+    if not isinstance(value, Mapping):
+        return "verdict: 'verdict' is not a valid object"
+    return None
+
+
+def _optimistic(fill: str | None, flag: Any) -> bool | None:
+    """A ``close`` fill is optimistic whatever the flag says; no fill known: the flag, or None."""
+    if fill == "close":
+        return True
+    if isinstance(flag, bool):
+        return flag
+    return None if fill is None else False
+
+
+def _seed_numbers(seeds: Mapping[str, Any]) -> dict[str, Any]:
+    """A seed-dispersion object's numbers (``n`` an int), None where not a finite number."""
+    out: dict[str, Any] = {k: number(v) for k, v in seeds.items() if isinstance(k, str)}
+    n = out.get("n")
+    if n is not None:
+        out["n"] = int(n) if n >= 0 and n == int(n) else None
+    return out
+
+
+def fold_summary(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The judged numbers of one ``fold_evaluated`` event (or ``results/fold_XX.json``), flat and
+    JSON-safe: None where the event lacks a field or holds something that is not a finite number.
+
+    Keys: ``fold``; ``fill``, ``fill_optimistic``; ``oos_return``, ``sharpe``, ``mean_exposure``
+    (fractions; Sharpe annualised); ``buy_and_hold_return``; ``matched_return`` and
+    ``matched_exposure`` (buy and hold at the ensemble's mean exposure); ``timing_p_return``,
+    ``timing_p_sharpe``, ``permutations``; ``beat_probability``: ``{cash, always_long, random}``
+    (fractions of Monte Carlo paths on which the ensemble ends above the policy);
+    ``break_even_bps`` (bps per side) and ``break_even_note``; ``seed_dispersion`` (a dict of
+    numbers, or None); ``montecarlo_kind`` (what the simulations resample, a sentence).
+    """
+    fold = event.get("fold")
+    if isinstance(fold, Mapping):  # results/fold_XX.json holds the whole fold
+        fold = fold.get("index")
+    fill = event.get("fill") if isinstance(event.get("fill"), str) else None
+    permutations = number(dig(event, "timing", "permutations"))
+    seeds = event.get("seed_dispersion")
+    note = dig(event, "cost_sensitivity", "break_even_note")
+    kind = event.get("montecarlo_kind")
+    return {
+        "fold": fold if isinstance(fold, int) and not isinstance(fold, bool) else None,
+        "fill": fill,
+        "fill_optimistic": _optimistic(fill, event.get("fill_optimistic")),
+        "oos_return": number(dig(event, "oos", "total_return")),
+        "sharpe": number(dig(event, "oos", "sharpe")),
+        "mean_exposure": number(dig(event, "oos", "mean_exposure")),
+        "buy_and_hold_return": number(dig(event, "buy_and_hold", "total_return")),
+        "matched_return": number(dig(event, "buy_and_hold_matched", "total_return")),
+        "matched_exposure": number(dig(event, "buy_and_hold_matched", "exposure")),
+        "timing_p_return": number(dig(event, "timing", "p_return")),
+        "timing_p_sharpe": number(dig(event, "timing", "p_sharpe")),
+        "permutations": int(permutations) if permutations is not None else None,
+        "beat_probability": {
+            policy: number(dig(event, "nulls", policy, "beat_probability"))
+            for policy in NULL_POLICIES
+        },
+        "break_even_bps": number(dig(event, "cost_sensitivity", "break_even_bps")),
+        "break_even_note": note if isinstance(note, str) else None,
+        "seed_dispersion": _seed_numbers(seeds) if isinstance(seeds, Mapping) else None,
+        "montecarlo_kind": kind if isinstance(kind, str) else None,
+    }
 
 
 @dataclass
@@ -59,6 +194,9 @@ class RunView:
     reward_history: list[float] = field(default_factory=list)
     skipped_events: int = 0
     skip_reason: str | None = None
+    # The last `verdict` event's payload (:func:`verdict_payload`); None before one (and again
+    # once the run is resumed: its folds are judged anew).
+    verdict: dict[str, Any] | None = None
 
     def member(self, fold: int, member: int) -> MemberView:
         key = (fold, member)
@@ -68,7 +206,7 @@ class RunView:
 
     def apply(self, event: dict[str, Any]) -> bool:
         """Apply one event; False (and counted) when it is unreadable or malformed."""
-        problem = event_problem(event)
+        problem = event_problem(event) or _verdict_problem(event)
         if problem is not None:
             self.skipped_events += 1
             self.skip_reason = self.skip_reason or problem
@@ -92,6 +230,7 @@ class RunView:
             self.ensemble = _opt(event, "ensemble", self.ensemble)
             self.started_at = self.started_at or event.get("ts")
             self.error = None
+            self.verdict = None
             for view in self.members.values():
                 if view.state in ("running", "stopped", "failed"):
                     view.state = "pending"
@@ -138,6 +277,8 @@ class RunView:
             self.folds_evaluated[event["fold"]] = event
         elif kind == "montecarlo":
             self.montecarlo[_opt(event, "scope", "pooled")] = event
+        elif kind == "verdict":
+            self.verdict = verdict_payload(event)
         elif kind == "run_stopping":
             self.state = "stopping"
         elif kind == "run_stopped":
@@ -170,7 +311,34 @@ class RunView:
         remaining = self.total_timesteps - self.done_timesteps
         return remaining / fps if fps > 0 else None
 
+    @property
+    def fill(self) -> str | None:
+        """How orders filled: the verdict's ``fill``, else that of the newest evaluated fold."""
+        if self.verdict is not None and self.verdict["fill"] is not None:
+            return self.verdict["fill"]
+        for _, event in sorted(self.folds_evaluated.items(), reverse=True):
+            if isinstance(event.get("fill"), str):
+                return event["fill"]
+        return None
+
+    @property
+    def fill_optimistic(self) -> bool | None:
+        """True for ``close`` fills (the close the agent just saw: impossible live); None when no
+        event said how orders filled."""
+        flag = None if self.verdict is None else self.verdict["fill_optimistic"]
+        if flag is None:
+            for _, event in sorted(self.folds_evaluated.items(), reverse=True):
+                if isinstance(event.get("fill_optimistic"), bool):
+                    flag = event["fill_optimistic"]
+                    break
+        return _optimistic(self.fill, flag)
+
     def to_status(self) -> dict[str, Any]:
+        """The status summary (``status.json``, ``ploutos status --json``): progress, members,
+        and, once judged, the verdict fields of docs/results.md (``fill``, ``fill_optimistic``,
+        ``verdict``, ``pooled``, ``overfitting``, ``seed_dispersion``: None until the ``verdict``
+        event; ``fold_results``: :func:`fold_summary` of each evaluated fold)."""
+        verdict = self.verdict or {}
         return {
             "run_id": self.run_id,
             "state": self.state,
@@ -192,6 +360,13 @@ class RunView:
             "progress": round(self.progress, 4),
             "eta_s": self.eta_s(),
             "montecarlo_pooled": self.montecarlo.get("pooled", {}).get("stats"),
+            "fill": self.fill,
+            "fill_optimistic": self.fill_optimistic,
+            "verdict": verdict.get("verdict"),
+            "pooled": verdict.get("pooled"),
+            "overfitting": verdict.get("overfitting"),
+            "seed_dispersion": verdict.get("seed_dispersion"),
+            "fold_results": [fold_summary(e) for _, e in sorted(self.folds_evaluated.items())],
             "error": self.error,
             "skipped_events": self.skipped_events,
             "skip_reason": self.skip_reason,

@@ -68,13 +68,55 @@ class MemberRow:
     error: str | None
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """A frozen copy of ``value`` when it is a JSON object, else an empty mapping: an event
+    field of the wrong type reads as absent."""
+    return freeze(value) if isinstance(value, Mapping) else _EMPTY
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 @dataclass(frozen=True)
 class FoldRow:
+    """One evaluated (or failed) fold. The judged fields are those of docs/results.md, frozen as
+    the ``fold_evaluated`` event carried them (empty when it had none: older runs)."""
+
     fold: int
     oos: Mapping[str, Any]
     buy_and_hold: Mapping[str, Any]
     members_used: int
     error: str | None = None
+    fill: str | None = None
+    fill_optimistic: bool = False
+    buy_and_hold_matched: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    cost_sensitivity: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    nulls: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    timing: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    seed_dispersion: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    montecarlo: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    montecarlo_kind: str | None = None
+
+    @property
+    def judged(self) -> bool:
+        """Whether the fold carries any verdict field (runs before verdicts have none)."""
+        return bool(
+            self.fill
+            or self.buy_and_hold_matched
+            or self.cost_sensitivity
+            or self.nulls
+            or self.timing
+            or self.seed_dispersion
+        )
+
+
+def p_text(p: Any) -> str:
+    """A p-value as the verdict line writes it: two decimals, one significant digit below 0.01
+    (``0.43``, ``0.004``); ``—`` when it is not a finite number in [0, 1]."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        return "—"  # NaN fails the range test too
+    return f"{p:.1g}" if 0 < p < 0.01 else f"{p:.2f}"
 
 
 @dataclass(frozen=True)
@@ -105,10 +147,34 @@ class RunSnapshot:
     updated_at: str | None = None
     stalled_s: float | None = None  # a live trainer's heartbeat age, once it counts as stalled
     skipped_events: int = 0  # event lines skipped as unreadable or malformed
+    # The run's verdict (docs/results.md), from its `verdict` event: empty until judged.
+    verdict: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)  # skill, line, reasons
+    pooled: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    overfitting: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    seed_dispersion: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    fill: str | None = None  # next_open / next_vwap / close (verdict's, else the newest fold's)
+    fill_optimistic: bool = False  # close fills: the close the agent just saw
 
     @property
     def live(self) -> bool:
         return self.state in LIVE
+
+    @property
+    def judged(self) -> bool:
+        """Whether the run has a verdict (its ``verdict`` event has been read)."""
+        return bool(self.verdict)
+
+    @property
+    def verdict_short(self) -> str:
+        """The verdict in a few characters for the jobs list: ``skill p=0.004``, ``no skill
+        p=0.43`` (p of the pooled timing test on returns), ``—`` before the run is judged."""
+        skill = self.verdict.get("skill")
+        if not isinstance(skill, bool):
+            return "—"
+        head = "skill" if skill else "no skill"
+        timing = self.pooled.get("timing")
+        p = p_text(timing.get("p_return") if isinstance(timing, Mapping) else None)
+        return head if p == "—" else f"{head} p={p}"
 
     @property
     def state_label(self) -> str:
@@ -437,6 +503,7 @@ class RunsWatcher:
         folds = []
         for fold in fold_ids:
             event = view.folds_evaluated.get(fold, {})
+            fill = _text(event.get("fill"))
             folds.append(
                 FoldRow(
                     fold=fold,
@@ -444,11 +511,21 @@ class RunsWatcher:
                     buy_and_hold=freeze(event.get("buy_and_hold") or {}),
                     members_used=int(event.get("members_used") or 0),
                     error=t.fold_errors.get(fold),
+                    fill=fill,
+                    fill_optimistic=fill == "close" or event.get("fill_optimistic") is True,
+                    buy_and_hold_matched=_mapping(event.get("buy_and_hold_matched")),
+                    cost_sensitivity=_mapping(event.get("cost_sensitivity")),
+                    nulls=_mapping(event.get("nulls")),
+                    timing=_mapping(event.get("timing")),
+                    seed_dispersion=_mapping(event.get("seed_dispersion")),
+                    montecarlo=_mapping(event.get("montecarlo")),
+                    montecarlo_kind=_text(event.get("montecarlo_kind")),
                 )
             )
         montecarlo = freeze(
             {scope: event.get("stats") or {} for scope, event in view.montecarlo.items()}
         )
+        judged = view.verdict or {}
         return RunSnapshot(
             run_id=t.folder.run_id,
             path=t.folder.root,
@@ -471,6 +548,12 @@ class RunsWatcher:
             started_at=view.started_at,
             updated_at=view.updated_at,
             skipped_events=view.skipped_events,
+            verdict=_mapping(judged.get("verdict")),
+            pooled=_mapping(judged.get("pooled")),
+            overfitting=_mapping(judged.get("overfitting")),
+            seed_dispersion=_mapping(judged.get("seed_dispersion")),
+            fill=view.fill,
+            fill_optimistic=bool(view.fill_optimistic),
         )
 
     # -------------------------------------------------------------- acting

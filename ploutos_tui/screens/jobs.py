@@ -324,6 +324,7 @@ COLUMNS: tuple[tuple[str, str, bool, int | None], ...] = (
     ("progress", "done", True, 6),
     ("elapsed", "elapsed", True, 7),
     ("eta", "ETA", True, 6),
+    ("verdict", "verdict", False, 16),
     ("config", "config", False, None),
 )
 
@@ -336,8 +337,18 @@ def job_cells(snap: RunSnapshot) -> tuple[Any, ...]:
         Text(f"{snap.progress * 100:.1f}%", justify="right"),
         Text(format_duration(snap.elapsed_s), justify="right"),
         Text(format_duration(snap.eta_s) if snap.live else "—", justify="right"),
+        verdict_text(snap),
         snap.config or "?",
     )
+
+
+def verdict_text(snap: RunSnapshot) -> Text:
+    """The jobs list's verdict cell: ``skill p=0.004`` in green, ``no skill p=0.43`` in yellow,
+    ``—`` (not judged) dimmed."""
+    short = snap.verdict_short
+    skill = snap.verdict.get("skill")
+    style = "bold green" if skill is True else ("yellow" if skill is False else "dim")
+    return Text(short, style=style)
 
 
 class JobsScreen(PollingScreen[list[RunSnapshot]]):

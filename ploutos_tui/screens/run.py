@@ -1,4 +1,5 @@
-"""One run in detail: members per fold, out-of-sample results, Monte Carlo, throughput history.
+"""One run in detail: members per fold, out-of-sample results, Monte Carlo, the verdict (null
+policies, timing skill, overfitting, costs, seed spread), throughput history.
 
 Everything shown comes from :class:`ploutos_tui.model.runs.RunsWatcher` snapshots, polled in a
 worker thread (a :class:`PollingScreen`); the next poll is scheduled once the last one is drawn.
@@ -20,6 +21,13 @@ from ploutos_tui.model.runs import MemberRow, RunSnapshot, RunsWatcher, format_d
 from ploutos_tui.screens.base import PollingScreen
 from ploutos_tui.screens.modal import PanelModal
 from ploutos_tui.widgets.histogram import Histogram
+from ploutos_tui.widgets.verdict import (
+    GLOSSARY,
+    VerdictPanel,
+    fills_line,
+    number,
+    verdict_headline,
+)
 
 STATE_STYLES = {
     "starting": "cyan",
@@ -133,6 +141,65 @@ class LogScreen(PanelModal[None]):
         self.dismiss(None)
 
 
+class RunHelpScreen(PanelModal[None]):
+    """The Run screen's help (``?`` there): what each statistic means, then the screen's keys.
+    The panel-wide keys are in the help of every other screen."""
+
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+    DEFAULT_CSS = """
+    RunHelpScreen { align: center middle; }
+    RunHelpScreen #help { width: 90%; max-width: 110; height: auto; max-height: 90%;
+        border: round $accent; padding: 0 1; background: $surface; }
+    RunHelpScreen #help-lead { padding: 0 0 1 0; }
+    """
+
+    def compose(self) -> ComposeResult:
+        from rich.table import Table
+
+        def table(title: str, *columns: str) -> Table:
+            out = Table(
+                title=title,
+                title_justify="left",
+                title_style="bold",
+                box=None,
+                header_style="bold",
+                expand=True,
+                padding=(0, 1),
+            )
+            for i, name in enumerate(columns):
+                last = i == len(columns) - 1
+                out.add_column(name, no_wrap=not last, ratio=1 if last else None)
+            return out
+
+        terms = table("What the run screen shows", "statistic", "meaning")
+        for term, meaning in GLOSSARY:
+            terms.add_row(Text(term, style="bold cyan"), meaning)
+        keys = table("Keys of this screen", "key", "what")
+        for key, what in RUN_KEYS:
+            keys.add_row(Text(key, style="bold cyan"), what)
+        with VerticalScroll(id="help"):
+            yield Static(
+                "[b]Run screen[/b]: returns are % of the starting equity, pp percentage points, "
+                "bps basis points per side; p-values and probabilities lie in 0..1. Escape "
+                "closes this help.",
+                id="help-lead",
+            )
+            yield Static(terms, id="help-terms")
+            yield Static(keys, id="help-keys")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+RUN_KEYS = (
+    ("m", "next scope of the Monte Carlo and null-policy tables: pooled, then each fold"),
+    ("s / r", "stop the run (members checkpoint) / resume it"),
+    ("l", "the run's log tail"),
+    ("escape", "back to the jobs list"),
+    ("h / j / d", "hardware / jobs / dataset screens; q quits the panel, jobs keep running"),
+)
+
+
 # label, key, width, right-aligned
 MEMBER_COLUMNS = (
     ("fold", "fold", 4, False),
@@ -170,6 +237,8 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
     RunScreen #progress-row ProgressBar { width: auto; }
     RunScreen #eta { width: 1fr; padding-left: 2; }
     RunScreen #run-error { color: $error; height: auto; }
+    RunScreen #verdict-top { height: auto; }
+    RunScreen #verdict { height: auto; }
     RunScreen .section { margin-top: 1; text-style: bold; color: $accent; }
     RunScreen DataTable { height: auto; max-height: 16; }
     RunScreen #mc-row { height: auto; }
@@ -186,6 +255,7 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
         Binding("r", "resume", "Resume"),
         Binding("l", "log", "Log"),
         Binding("m", "next_scope", "MC scope"),
+        Binding("question_mark", "help", "Help"),
     ]
 
     def __init__(self, watcher: RunsWatcher, run_id: str, interval_s: float = 1.0) -> None:
@@ -205,6 +275,7 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
                 yield ProgressBar(total=_PROGRESS_STEPS, show_eta=False, id="progress")
                 yield Static("", id="eta")
             yield Static("", id="run-error")
+            yield Static("", id="verdict-top")
             yield Label("Members", classes="section")
             yield DataTable(id="members", cursor_type="row", zebra_stripes=True)
             yield Label("Out of sample: ensemble vs buy and hold", classes="section")
@@ -213,6 +284,8 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
             with Horizontal(id="mc-row"):
                 yield Histogram(id="histogram")
                 yield Static("", id="mc-stats")
+            yield Label("Verdict", id="verdict-title", classes="section")
+            yield VerdictPanel("", id="verdict")
             yield Label("History", classes="section")
             with Horizontal(classes="spark-row"):
                 yield Static("fps", id="fps-label", classes="spark-label")
@@ -231,6 +304,7 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
         members.add_column("error", key="error", width=64)
         _add_columns(self.query_one("#folds", DataTable), FOLD_COLUMNS)
         self.query_one("#run-error").display = False
+        self.query_one("#verdict-top").display = False
         self.poll_now()
 
     # ------------------------------------------------------------------ polling
@@ -289,6 +363,7 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
         self._show_members(snap)
         self._show_folds(snap)
         self._show_montecarlo(snap)
+        self._show_verdict(snap)
         self._show_history(snap)
 
     def _show_members(self, snap: RunSnapshot) -> None:
@@ -316,10 +391,15 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
             if f.error and not f.oos:
                 table.add_row(str(f.fold), Text(f"failed: {f.error}", style="red"))
                 continue
-            for who, metrics, used in (
+            rows = [
                 ("ensemble", f.oos, f"{f.members_used}/{ensemble}" if ensemble else "—"),
                 ("buy & hold", f.buy_and_hold, ""),
-            ):
+            ]
+            if f.buy_and_hold_matched:  # buy and hold at the ensemble's mean exposure
+                exposure = number(f.buy_and_hold_matched.get("exposure"))
+                share = "?" if exposure is None else f"{exposure:.0%}"
+                rows.append((f"B&H @ {share}", f.buy_and_hold_matched, ""))
+            for who, metrics, used in rows:
                 ret = metrics.get("total_return")
                 style = (
                     "" if not isinstance(ret, (int, float)) else ("green" if ret >= 0 else "red")
@@ -378,6 +458,22 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
                 text.append("\n")
         box.update(text)
 
+    def _show_verdict(self, snap: RunSnapshot) -> None:
+        scope = self.current_scope()
+        self.query_one("#verdict", VerdictPanel).show(snap, scope)
+        per_scope = snap.judged or any(f.nulls for f in snap.folds)  # a null-policy table
+        hint = "  (m: next scope)" if per_scope and len(snap.montecarlo_scopes()) > 1 else ""
+        self.query_one("#verdict-title", Label).update(f"Verdict{hint}")
+        # Under the title: the verdict, and how orders filled when judged or optimistic.
+        top = self.query_one("#verdict-top", Static)
+        shown = verdict_headline(snap) or Text()
+        fills = fills_line(snap)
+        if fills is not None and (snap.fill_optimistic or shown):
+            shown.append("\n" if shown else "")
+            shown.append_text(fills)
+        top.display = bool(shown)
+        top.update(shown)
+
     def _show_history(self, snap: RunSnapshot) -> None:
         fps, reward = snap.fps_history, snap.reward_history
         self.query_one("#fps-spark", Sparkline).data = list(fps)
@@ -408,6 +504,10 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
         index = scopes.index(current) if current in scopes else -1
         self.scope = scopes[(index + 1) % len(scopes)]
         self._show_montecarlo(snap)
+        self._show_verdict(snap)
+
+    def action_help(self) -> None:
+        self.app.push_screen(RunHelpScreen())
 
     def action_stop(self) -> None:
         self._act("stop")

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import numpy as np
+import psutil
 import pytest
 
 from engine.atomic import file_sha256

@@ -95,8 +95,8 @@ async def test_jobs_table_lists_the_runs_with_their_states(runs: Path):
         rows = [[str(c) for c in table.get_row_at(i)] for i in range(4)]
         assert [r[0] for r in rows] == ORDER
         assert [r[1] for r in rows] == ["interrupted", "stopped", "failed", "finished"]
-        assert rows[3][2:5] == ["100.0%", "21s", "—"]
-        assert rows[3][5] == "config/demo.yaml"
+        assert rows[3][2:6] == ["100.0%", "21s", "—", "—"]  # recorded before verdicts: none
+        assert rows[3][6] == "config/demo.yaml"
         # the cursor stays on its run when the list changes under it
         await pilot.press("down", "down")
         assert screen.selected_run_id() == FAILED
