@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from engine.errors import ConfigError
 from engine.features.schema import FeatureConfig
@@ -74,14 +75,121 @@ class EnvConfig(_Strict):
     lookback: int = Field(default=1, ge=1)
 
 
+# ``training.activation_fn``: the names accepted and the torch.nn class each stands for (looked
+# up by name when a model is built, so reading a config needs no torch).
+ActivationName = Literal["tanh", "relu", "elu", "leaky_relu", "gelu", "silu"]
+TORCH_ACTIVATIONS: dict[str, str] = {
+    "tanh": "Tanh",
+    "relu": "ReLU",
+    "elu": "ELU",
+    "leaky_relu": "LeakyReLU",
+    "gelu": "GELU",
+    "silu": "SiLU",
+}
+
+# Keys a user of rl-zoo3 may bring that Ploutos's training section does not take, and why.
+_NOT_TRAINING_KEYS: dict[str, str] = {
+    "use_sde": "gSDE explores continuous (Box) actions only and Ploutos's actions are "
+    "MultiDiscrete (one choice per ticker); remove it",
+    "sde_sample_freq": "gSDE explores continuous (Box) actions only and Ploutos's actions are "
+    "MultiDiscrete (one choice per ticker); remove it",
+    "n_steps": "the hardware plan sets it (config/hardware.yaml; `ploutos plan` shows it); "
+    "remove it here",
+    "batch_size": "the hardware plan sets it (config/hardware.yaml; `ploutos plan` shows it); "
+    "remove it here",
+    "n_envs": "the hardware plan sets it (config/hardware.yaml; `ploutos plan` shows it); "
+    "remove it here",
+    "n_timesteps": "Ploutos calls it total_timesteps",
+    "policy": "it follows training.algorithm (MlpPolicy for ppo, MlpLstmPolicy for "
+    "recurrent_ppo); remove it",
+    "policy_kwargs": "write its keys directly under training: net_arch, activation_fn, "
+    "ortho_init, and recurrent: {lstm_hidden_size, n_lstm_layers, shared_lstm, "
+    "enable_critic_lstm}",
+}
+
+
+def _key_error(model: str, loc: tuple[str | int, ...], message: str, value: Any) -> ValidationError:
+    """A validation error at ``loc`` (relative to ``model``), so :func:`describe_error` names that
+    key and its line rather than the section that checked it."""
+    return ValidationError.from_exception_data(
+        model,
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("invalid_combination", message),
+                loc=loc,
+                input=value,
+            )
+        ],
+    )
+
+
+class RecurrentConfig(_Strict):
+    """The LSTM of ``algorithm: recurrent_ppo`` (sb3-contrib's ``MlpLstmPolicy`` keywords).
+
+    The observation goes through ``n_lstm_layers`` stacked LSTM layers of ``lstm_hidden_size``
+    units before the actor's MLP (``net_arch``). The critic has an LSTM of its own of the same
+    shape (``enable_critic_lstm``, the default), or reads the actor's (``shared_lstm``: then only
+    the actor's loss trains it), or, with both false, a linear layer of ``lstm_hidden_size``
+    outputs. Defaults: sb3-contrib 2.9.2's ``RecurrentActorCriticPolicy``."""
+
+    lstm_hidden_size: int = Field(default=256, ge=1)
+    n_lstm_layers: int = Field(default=1, ge=1)
+    shared_lstm: bool = False
+    enable_critic_lstm: bool = True
+
+    @model_validator(mode="after")
+    def _one_critic_input(self) -> RecurrentConfig:
+        # sb3-contrib asserts this when the policy is built, far from the file: say it here.
+        if self.shared_lstm and self.enable_critic_lstm:
+            raise _key_error(
+                "RecurrentConfig",
+                ("shared_lstm",),
+                "shared_lstm and enable_critic_lstm cannot both be true (the critic either "
+                "shares the actor's LSTM or has its own); set one of them to false",
+                True,
+            )
+        return self
+
+
+_RECURRENT_DEFAULTS = RecurrentConfig()
+
+
 class TrainingConfig(_Strict):
-    """Agent and ensemble; the seed's lessons are the defaults (wide-shallow net, low entropy)."""
+    """Agent and ensemble; the seed's lessons are the defaults (wide-shallow net, low entropy).
+
+    The PPO keys (``n_epochs`` to ``target_kl``) and the policy's (``activation_fn``,
+    ``ortho_init``) take their names and defaults from stable-baselines3 2.9.2's ``PPO`` and
+    ``ActorCriticPolicy`` (sb3-contrib 2.9.2's ``RecurrentPPO`` has the same ones), except
+    ``ent_coef`` (0.01, SB3: 0.0) and ``net_arch`` (512 x 512 x 512 for the actor and the critic
+    each, SB3: 64 x 64). ``net_arch`` is one list for both networks, as the hardware plan's
+    memory model assumes. The rollout shape (``n_steps``, ``batch_size``, ``n_envs``) comes from
+    the hardware plan, not from here. ``recurrent`` applies to ``algorithm: recurrent_ppo`` only:
+    with ``ppo`` a recurrent key at anything but its default is refused (a run folder's
+    ``config.yaml`` lists every key, defaults included, so those must still load)."""
 
     algorithm: Literal["ppo", "recurrent_ppo"] = "recurrent_ppo"
     net_arch: list[int] = Field(default_factory=lambda: [512, 512, 512], min_length=1)
-    ent_coef: float = Field(default=0.01, ge=0)
-    learning_rate: float = Field(default=3e-4, gt=0)
+    ent_coef: float = Field(default=0.01, ge=0, allow_inf_nan=False)
+    learning_rate: float = Field(default=3e-4, gt=0, allow_inf_nan=False)
     gamma: float = Field(default=0.99, gt=0, le=1)
+    # PPO's update (Schulman et al. 2017, "Proximal Policy Optimization Algorithms"): passes over
+    # each rollout, GAE's lambda, the ratio clip epsilon (lt 1 so 1 - epsilon stays positive),
+    # the value clip (None: off; in return units), advantage normalisation per mini-batch, the
+    # value loss weight, the gradient norm clip, and the approximate KL that stops an update
+    # early (None: never).
+    n_epochs: int = Field(default=10, ge=1)
+    gae_lambda: float = Field(default=0.95, ge=0, le=1)
+    clip_range: float = Field(default=0.2, gt=0, lt=1)
+    clip_range_vf: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    normalize_advantage: bool = True
+    vf_coef: float = Field(default=0.5, ge=0, allow_inf_nan=False)
+    max_grad_norm: float = Field(default=0.5, gt=0, allow_inf_nan=False)
+    target_kl: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # The policy's hidden-layer activation (a torch.nn class, see TORCH_ACTIVATIONS) and
+    # orthogonal initialisation of its weights.
+    activation_fn: ActivationName = "tanh"
+    ortho_init: bool = True
+    recurrent: RecurrentConfig = RecurrentConfig()
     total_timesteps: int = Field(default=2_000_000, gt=0)
     ensemble: int = Field(default=5, ge=1)
     seed: int = 0
@@ -91,6 +199,33 @@ class TrainingConfig(_Strict):
     checkpoint_every_timesteps: int = Field(default=100_000, gt=0)
     progress_interval_s: float = Field(default=5.0, gt=0)
     tensorboard: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_here(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, why in _NOT_TRAINING_KEYS.items():
+                if key in data:
+                    raise _key_error(
+                        "TrainingConfig", (key,), f"not a training key: {why}", data[key]
+                    )
+        return data
+
+    @model_validator(mode="after")
+    def _recurrent_only_with_recurrent_ppo(self) -> TrainingConfig:
+        if self.algorithm == "recurrent_ppo":
+            return self
+        for name in RecurrentConfig.model_fields:
+            value = getattr(self.recurrent, name)
+            if value != getattr(_RECURRENT_DEFAULTS, name):
+                raise _key_error(
+                    "TrainingConfig",
+                    ("recurrent", name),
+                    f"applies only to algorithm recurrent_ppo (algorithm is {self.algorithm}); "
+                    "remove it or set training.algorithm: recurrent_ppo",
+                    value,
+                )
+        return self
 
 
 class WalkForwardConfig(_Strict):

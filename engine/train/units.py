@@ -21,16 +21,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine import atomic
-from engine.config import PloutosConfig
+from engine.config import TORCH_ACTIVATIONS, PloutosConfig, TrainingConfig
 from engine.errors import PloutosError
 from engine.train.executors.base import Report, ShouldStop, UnitKey
 from engine.train.faults import fault, park
 from engine.train.folds import Fold
+
+if TYPE_CHECKING:
+    from engine.train.plan import HardwarePlan
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,68 @@ def _algorithm_class(name: str) -> type:
     from stable_baselines3 import PPO
 
     return PPO
+
+
+# TrainingConfig keys passed to the SB3 algorithm under the same name (PPO and RecurrentPPO
+# take the same ones); the policy's keys are in model_kwargs.
+SB3_ALGORITHM_KEYS = (
+    "learning_rate",
+    "gamma",
+    "ent_coef",
+    "n_epochs",
+    "gae_lambda",
+    "clip_range",
+    "clip_range_vf",
+    "normalize_advantage",
+    "vf_coef",
+    "max_grad_norm",
+    "target_kl",
+)
+
+
+def model_kwargs(training: TrainingConfig) -> dict[str, Any]:
+    """The SB3 keyword arguments of ``training``: the algorithm's (``SB3_ALGORITHM_KEYS``) and
+    ``policy_kwargs`` (``net_arch``, ``activation_fn`` as its torch.nn class, ``ortho_init`` and,
+    for ``recurrent_ppo``, the ``recurrent`` section's LSTM keys). The rollout shape, seed and
+    device are not among them: they come from the hardware plan and the task."""
+    from torch import nn
+
+    policy_kwargs: dict[str, Any] = {
+        "net_arch": list(training.net_arch),
+        "activation_fn": getattr(nn, TORCH_ACTIVATIONS[training.activation_fn]),
+        "ortho_init": training.ortho_init,
+    }
+    if training.algorithm == "recurrent_ppo":
+        policy_kwargs.update(training.recurrent.model_dump())
+    kwargs = {key: getattr(training, key) for key in SB3_ALGORITHM_KEYS}
+    return {**kwargs, "policy_kwargs": policy_kwargs}
+
+
+def build_model(
+    cfg: PloutosConfig,
+    plan: HardwarePlan,
+    venv: Any,
+    seed: int,
+    *,
+    tensorboard_dir: str | None = None,
+) -> Any:
+    """A new, untrained SB3 model of ``cfg.training`` on ``venv`` (what :func:`train_member`
+    trains): ``PPO("MlpPolicy")`` or ``RecurrentPPO("MlpLstmPolicy")`` with
+    :func:`model_kwargs`, and ``n_steps``, ``batch_size`` and ``device`` from ``plan``
+    (``n_envs`` is ``venv.num_envs``, which the caller sized from the plan)."""
+    training = cfg.training
+    policy = "MlpLstmPolicy" if training.algorithm == "recurrent_ppo" else "MlpPolicy"
+    return _algorithm_class(training.algorithm)(
+        policy,
+        venv,
+        n_steps=plan.n_steps,
+        batch_size=plan.batch_size,
+        seed=seed,
+        device=plan.device,
+        tensorboard_log=tensorboard_dir,
+        verbose=0,
+        **model_kwargs(training),
+    )
 
 
 def _env_config(cfg: PloutosConfig, rows: tuple[int, int], *, evaluation: bool = False):
@@ -213,21 +278,7 @@ def train_member(
         model = algo.load(ckpt_zip, env=venv, device=plan.device)
         resumed_from = int(model.num_timesteps)
     else:
-        policy = "MlpLstmPolicy" if cfg.training.algorithm == "recurrent_ppo" else "MlpPolicy"
-        model = algo(
-            policy,
-            venv,
-            n_steps=plan.n_steps,
-            batch_size=plan.batch_size,
-            learning_rate=cfg.training.learning_rate,
-            gamma=cfg.training.gamma,
-            ent_coef=cfg.training.ent_coef,
-            policy_kwargs={"net_arch": list(cfg.training.net_arch)},
-            seed=task.seed,
-            device=plan.device,
-            tensorboard_log=task.tensorboard_dir,
-            verbose=0,
-        )
+        model = build_model(cfg, plan, venv, task.seed, tensorboard_dir=task.tensorboard_dir)
     report(
         {
             "type": "member_started",
