@@ -283,7 +283,13 @@ def _plan(args: argparse.Namespace) -> int:
 
         machine = assumed_machine(args.assume)
     plan = plan_for(
-        cfg, args.hardware, obs_size, machine, hardware_file=args.hardware_file, force=args.force
+        cfg,
+        args.hardware,
+        obs_size,
+        machine,
+        hardware_file=args.hardware_file,
+        force=args.force,
+        source=str(args.config),
     )
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))

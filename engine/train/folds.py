@@ -9,6 +9,7 @@ data (the last test window ends with it) and step back while a whole train windo
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -135,6 +136,44 @@ def make_folds(
             for i, f in enumerate(kept)
         ]
     return folds
+
+
+def estimate_fold_count(
+    start: dt.date | str,
+    end: dt.date | str | None,
+    walk_forward: Any,
+    *,
+    today: dt.date | None = None,
+) -> int:
+    """How many folds :func:`walk_forward_folds` will cut from data not downloaded yet.
+
+    ``start`` .. ``end``: the config's ``data.start`` and ``data.end`` (dates, ``end`` exclusive
+    as in ``ploutos dataset build``; None means ``today``, default today's UTC date).
+    ``walk_forward``: a config's ``walk_forward`` section. The calendar arithmetic is
+    :func:`make_folds`'s, with its first bar on ``start`` and its last bar ending on the day
+    before ``end``, so its rounded data end is ``end``; ``max_folds`` is honoured. Exact on data
+    with bars on those two days and at least ``min_rows`` bars in every window; a ``start`` or
+    day before ``end`` without bars (a weekend, a holiday) can make the real count one lower.
+    Overlapping test windows are counted, not refused (``walk_forward_folds`` refuses them).
+    """
+    first = pd.Timestamp(str(start)).tz_localize("UTC").normalize()
+    if end is None:
+        end = today if today is not None else dt.datetime.now(dt.UTC).date()
+    last_end = pd.Timestamp(str(end)).tz_localize("UTC").normalize()
+    wf = walk_forward
+    train_len = pd.DateOffset(months=_months(wf.train_years))
+    embargo = pd.Timedelta(days=wf.embargo_days)
+    test_len = pd.DateOffset(months=wf.test_months)
+    count = 0
+    # make_folds' loop: step back from the end while a whole train window fits after ``first``
+    # (an expanding window starts at ``first`` but needs the same minimum length).
+    while True:
+        test_end = last_end - pd.DateOffset(months=wf.step_months * count)
+        train_end = test_end - test_len - embargo
+        if train_end - train_len < first:
+            break
+        count += 1
+    return count if wf.max_folds is None else min(count, wf.max_folds)
 
 
 def walk_forward_folds(timestamps_us: np.ndarray, walk_forward: Any, source: str) -> list[Fold]:

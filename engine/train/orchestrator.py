@@ -239,7 +239,9 @@ class Trainer:
                 pending.append(self.member_task(fold, m))
         evaluations = [f for f in self.folds if not self.fold_done(f)]
         started_folds: set[int] = set()
-        executor: Executor = make_executor(self.cfg, self.plan, self.features_path)
+        executor: Executor = make_executor(
+            self.cfg, self.plan, self.features_path, pending_units=len(pending) + len(evaluations)
+        )
         stop_deadline: float | None = None
         self.echo(
             f"run {self.folder.run_id}: {len(self.folds)} folds x {ensemble} members, "

@@ -8,8 +8,9 @@ chooses carries the sentence that justified it, and the machine probe it needs l
 it read) with fixed numbers or ``auto``, looks at
 the machine this process may really use (:func:`probe_machine`: CPU affinity and cgroup quota, RAM
 and its cgroup limit, GPUs through NVML and whether torch can use them) and returns a
-:class:`HardwarePlan`: ``n_envs``, ``n_steps``, ``batch_size``, ``parallel_members``,
-``torch_threads`` and ``device``, each with one sentence saying why. ``format_plan`` prints it
+:class:`HardwarePlan`: ``n_envs``, ``n_steps``, ``batch_size``, ``parallel_members`` (the
+training units in flight; the name predates folds training side by side), ``torch_threads`` and
+``device``, each with one sentence saying why. ``format_plan`` prints it
 (``ploutos plan``); ``check_thread_limits`` refuses a plan that would hit a thread limit, and a
 fixed ``parallel_members`` (``turbo``) whose members need more RAM than the RAM bound below allows
 is refused unless forced (``--force``).
@@ -25,12 +26,16 @@ Rules for ``auto`` (constants below, every estimate deliberately on the generous
 * batch_size: the largest divisor of ``n_envs * n_steps`` not above ``CPU_BATCH_CAP`` on cpu; on
   cuda not above ``GPU_BATCH_CAP``, halved (down to ``GPU_BATCH_FLOOR``) while the members that the
   CPUs and RAM allow would not fit in the GPU's memory.
-* parallel_members: min(ensemble, CPU bound, RAM bound, VRAM bound on cuda, thread-limit bound),
-  at least 1. CPU bound: usable CPUs // (1 env-stepping thread + torch threads). RAM bound:
-  (``RAM_FRACTION`` x min(RAM, cgroup limit) - ``RAM_RESERVE``) // RAM per member, where a member
-  needs ``MEMBER_RAM_BASE`` (+ ``MEMBER_RAM_CUDA`` on cuda) + 2 x its rollout buffer
-  (n_envs x n_steps x (obs_size [+ 4 LSTM states]) x 4 bytes; SB3 copies it when it flattens).
-  VRAM bound: ``VRAM_FRACTION`` x GPU memory // VRAM per member, where a member needs
+* parallel_members: how many (fold, member) units train at once. The orchestrator schedules the
+  members of every fold from one list and evaluates a fold as soon as its members finish, so the
+  cap is the run's units (:class:`TrainingUnits`: folds x ensemble; one fold when the folds are
+  not known), not the ensemble: min(units, CPU bound, RAM bound, VRAM bound on cuda, thread-limit
+  bound), at least 1; a fixed value above the units is capped at them. CPU bound: usable CPUs
+  // (1 env-stepping thread + torch threads). RAM bound: (``RAM_FRACTION`` x min(RAM, cgroup
+  limit) - ``RAM_RESERVE``) // RAM per member, where a member needs ``MEMBER_RAM_BASE``
+  (+ ``MEMBER_RAM_CUDA`` on cuda) + 2 x its rollout buffer (n_envs x n_steps x (obs_size [+ 4 LSTM
+  states]) x 4 bytes; SB3 copies it when it flattens). VRAM bound: ``VRAM_FRACTION`` x the memory
+  of GPU 0 (every unit shares it) // VRAM per member, where a member needs
   ``CUDA_CONTEXT_BYTES`` + 16 bytes per parameter (weights, gradients, two Adam moments) +
   ``ALLOCATOR_SLACK`` x batch_size x floats kept for backward per sample x 4 bytes (the input, the
   pre- and post-activation of every hidden layer of the actor and the critic, LSTM gates and
@@ -390,6 +395,36 @@ def load_hardware_profiles(path: str | Path | None = None) -> dict[str, Hardware
 # --------------------------------------------------------------------------- the plan
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+@dataclass(frozen=True)
+class TrainingUnits:
+    """The (fold, member) units of a run, each one member trained on one fold's train window:
+    what ``parallel_members`` is capped at.
+
+    ``folds``: the run's fold count; None when not known (one fold is assumed, as before folds
+    were counted). ``note``: how the folds were counted, said in the plan's reason ("" for the
+    dataset's own folds), e.g. ``folds estimated from data.start..end 2019-01-01..2026-12-01``.
+    """
+
+    ensemble: int
+    folds: int | None = None
+    note: str = ""
+
+    @property
+    def count(self) -> int:
+        return (1 if self.folds is None else self.folds) * self.ensemble
+
+    def describe(self) -> str:
+        """E.g. ``25 units (5 folds x 5 members)``, with the note after a semicolon."""
+        folds = 1 if self.folds is None else self.folds
+        note = self.note or ("fold count not given, one fold assumed" if self.folds is None else "")
+        shape = f"{_plural(folds, 'fold')} x {_plural(self.ensemble, 'member')}"
+        return f"{_plural(self.count, 'unit')} ({shape}{'; ' + note if note else ''})"
+
+
 @dataclass(frozen=True)
 class HardwarePlan:
     """Resolved numbers for one training run, each with the reason it was chosen."""
@@ -405,7 +440,8 @@ class HardwarePlan:
     planned_threads: int
     machine: dict[str, Any]
     warnings: tuple[str, ...] = ()
-    inputs: dict[str, Any] = field(default_factory=dict)  # ensemble, algorithm, net_arch, obs_size
+    # ensemble, algorithm, net_arch, obs_size; folds, units, folds_note (absent in older plans)
+    inputs: dict[str, Any] = field(default_factory=dict)
     hardware_file: str = ""  # the file the profile was read from ("" in plans from before)
     hardware_file_from: str = ""  # why that file: FROM_OPTION, FROM_CWD or FROM_PACKAGE
 
@@ -543,9 +579,14 @@ def resolve_plan(
     hardware_file: str | Path | None = None,
     overrides: Mapping[str, int | str | None] | None = None,
     force: bool = False,
+    folds: int | None = None,
+    folds_note: str = "",
 ) -> HardwarePlan:
     """THE hardware decision: the profile's fixed numbers, ``auto`` ones derived from ``machine``.
 
+    ``folds``: the run's walk-forward folds (0 when none fits), so that ``folds x ensemble``
+    units can train at once; None when not known (one fold assumed). ``folds_note`` says how they
+    were counted, in the reason (see :class:`TrainingUnits`).
     ``hardware_file``: see :func:`find_hardware_file`; the plan records which file it read.
     ``overrides`` (CLI flags; ``None`` values are ignored) replace the profile's values first and
     are validated the same way. Raises ``ConfigError`` for a bad file, profile name or override,
@@ -553,6 +594,9 @@ def resolve_plan(
     ``force`` (then it is a warning).
     """
     _check_inputs(ensemble, algorithm, net_arch, obs_size)
+    if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 0):
+        raise ConfigError(f"folds must be a whole number >= 0 (got {folds!r})")
+    units = TrainingUnits(ensemble, folds, folds_note)
     path, found = find_hardware_file(hardware_file)
     profiles = load_hardware_profiles(hardware_file)
     if profile not in profiles:
@@ -563,7 +607,7 @@ def resolve_plan(
     spec, overridden = _apply_overrides(profiles[profile], overrides)
     machine = probe_machine() if machine is None else machine
     plan = _Resolver(
-        spec, overridden, profile, ensemble, algorithm, tuple(net_arch), obs_size, machine, force
+        spec, overridden, profile, units, algorithm, tuple(net_arch), obs_size, machine, force
     ).resolve()
     if plan.rollout_size % plan.batch_size:  # the resolver picks divisors; a bug otherwise
         raise RuntimeError(
@@ -585,7 +629,7 @@ class _Resolver:
         spec: HardwareProfile,
         overridden: set[str],
         profile: str,
-        ensemble: int,
+        units: TrainingUnits,
         algorithm: str,
         net_arch: tuple[int, ...],
         obs_size: int | None,
@@ -594,7 +638,8 @@ class _Resolver:
     ) -> None:
         self.spec, self.overridden, self.profile = spec, overridden, profile
         self.force = force
-        self.ensemble, self.algorithm, self.net_arch = ensemble, algorithm, net_arch
+        self.units, self.algorithm, self.net_arch = units, algorithm, net_arch
+        self.ensemble = units.ensemble
         self.machine = machine
         self.obs_known = obs_size is not None
         self.obs = obs_size if obs_size is not None else DEFAULT_OBS_SIZE
@@ -734,7 +779,7 @@ class _Resolver:
             ):
                 batch = _largest_divisor(rollout, batch // 2)
             shrunk = (
-                f", halved until {wanted_members} members fit in the GPU's memory"
+                f", halved until {wanted_members} units fit in the GPU's memory"
                 if batch < largest
                 else ""
             )
@@ -750,12 +795,12 @@ class _Resolver:
         return batch
 
     def parallel_members(self, bounds: dict[str, int], details: dict[str, str], wanted: int) -> int:
-        machine_bounds = [k for k in bounds if k != "ensemble"]
+        machine_bounds = [k for k in bounds if k != "units"]
         if self.spec.parallel_members != "auto":
-            capped = int(self.spec.parallel_members) > self.ensemble
+            capped = int(self.spec.parallel_members) > bounds["units"]
             self.reasons["parallel_members"] = (
                 f"{self._fixed('parallel_members')} sets {self.spec.parallel_members}"
-                + (f", capped by ensemble {self.ensemble}" if capped else "")
+                + (f", capped by the run's {self.units.describe()}" if capped else "")
             )
             self.warnings.extend(
                 f"parallel_members {wanted} is more than the {_allow(k)} {bounds[k]} = {details[k]}"
@@ -767,8 +812,8 @@ class _Resolver:
         limiting = min(bounds, key=lambda k: bounds[k])
         listed = "; ".join(f"{_allow(k)} {bounds[k]} = {details[k]}" for k in machine_bounds)
         self.reasons["parallel_members"] = (
-            f"auto: {listed}; ensemble {self.ensemble} -> {pm} at once, limited by "
-            + ("the ensemble" if limiting == "ensemble" else f"the {limiting}")
+            f"auto: {listed}; the run has {self.units.describe()} -> {pm} at once, limited by "
+            f"the {limiting}"
         )
         return pm
 
@@ -784,9 +829,10 @@ class _Resolver:
         budget = RAM_FRACTION * m.ram_bytes - RAM_RESERVE
         limited = " (cgroup limit)" if m.ram_bytes < m.ram_total_bytes else ""
         message = (
-            f"hardware profile {self.profile!r}: {pm} parallel members x ~{_gib(ram_member)} "
-            f"each = ~{_gib(pm * ram_member)} of RAM, more than the ~{_gib(budget)} usable "
-            f"({RAM_FRACTION:g} x {_gib(m.ram_bytes)}{limited} - {_gib(RAM_RESERVE)} reserve)"
+            f"hardware profile {self.profile!r}: {_plural(pm, 'parallel unit')} x "
+            f"~{_gib(ram_member)} each = ~{_gib(pm * ram_member)} of RAM, more than the "
+            f"~{_gib(budget)} usable ({RAM_FRACTION:g} x {_gib(m.ram_bytes)}{limited} - "
+            f"{_gib(RAM_RESERVE)} reserve)"
         )
         if self.force:
             self.warnings.append(f"{message}; forced, expect swapping or the OOM killer")
@@ -815,7 +861,7 @@ class _Resolver:
             note = ", lowered to fit the thread limit"
         self.reasons["torch_threads"] = (
             f"auto: spare cores go to torch: max(1, min({TORCH_THREADS_MAX}, {usable} usable "
-            f"CPUs // {pm} members - 1 env-stepping thread)) -> {tt}{note}"
+            f"CPUs // {_plural(pm, 'unit')} - 1 env-stepping thread)) -> {tt}{note}"
         )
         return tt
 
@@ -833,7 +879,7 @@ class _Resolver:
         ram_member = member_ram_bytes(n_envs, n_steps, self.obs, self.algorithm, device)
         limited = m.ram_limit_bytes is not None and m.ram_limit_bytes < m.ram_total_bytes
         bounds = {
-            "ensemble": self.ensemble,
+            "units": max(1, self.units.count),
             "CPUs": self.cpu_bound(tt),
             "RAM": self.ram_bound(ram_member),
         }
@@ -851,7 +897,7 @@ class _Resolver:
                 f"{ORCHESTRATOR_THREADS}) // {_threads_per_member(tt, device)} threads each"
             )
         if self.spec.parallel_members != "auto":
-            wanted = min(int(self.spec.parallel_members), self.ensemble)
+            wanted = min(int(self.spec.parallel_members), bounds["units"])
         else:
             wanted = min(bounds.values())
 
@@ -868,6 +914,13 @@ class _Resolver:
             )
         pm = self.parallel_members(bounds, details, wanted)
         self.check_ram(pm, bounds["RAM"], ram_member)
+        if self.units.folds == 0:
+            self.warnings.append(
+                "no walk-forward fold fits the data"
+                + (f" ({self.units.note})" if self.units.note else "")
+                + ": training will be refused; lower walk_forward.train_years or test_months, "
+                "or use more data"
+            )
         if ram_member > RAM_FRACTION * m.ram_bytes - RAM_RESERVE:
             self.warnings.append(
                 f"one member needs ~{_gib(ram_member)} but only {_gib(m.ram_bytes)} of RAM is "
@@ -876,18 +929,18 @@ class _Resolver:
         tt = self.torch_threads(device, pm)
         if pm * (1 + tt) > max(m.usable_cpus, 2):
             self.warnings.append(
-                f"{pm} members x (1 + {tt} torch threads) = {pm * (1 + tt)} busy threads on "
-                f"{m.usable_cpus} usable CPUs: oversubscribed, expect slow steps"
+                f"{_plural(pm, 'unit')} x (1 + {tt} torch threads) = {pm * (1 + tt)} busy "
+                f"threads on {m.usable_cpus} usable CPUs: oversubscribed, expect slow steps"
             )
         per = _threads_per_member(tt, device)
         self.reasons["planned_threads"] = (
-            f"{pm} members x {per} ({tt} torch + {MEMBER_EXTRA_THREADS} python/IPC"
+            f"{_plural(pm, 'unit')} x {per} ({tt} torch + {MEMBER_EXTRA_THREADS} python/IPC"
             + (f" + {CUDA_EXTRA_THREADS} CUDA driver" if device == "cuda" else "")
             + f" + 1 reader) + {ORCHESTRATOR_THREADS} orchestrator; BLAS/OpenMP pools capped"
         )
         if device == "cuda" and len(m.usable_gpus) > 1:
             self.warnings.append(
-                f"{len(m.usable_gpus)} GPUs: the memory plan assumes every member shares GPU "
+                f"{len(m.usable_gpus)} GPUs: the memory plan assumes every unit shares GPU "
                 f"{m.usable_gpus[0].index}"
             )
         return HardwarePlan(
@@ -904,6 +957,9 @@ class _Resolver:
             warnings=tuple(self.warnings),
             inputs={
                 "ensemble": self.ensemble,
+                "folds": self.units.folds,
+                "units": self.units.count,
+                "folds_note": self.units.note,
                 "algorithm": self.algorithm,
                 "net_arch": list(self.net_arch),
                 "obs_size": self.obs if self.obs_known else None,
@@ -942,9 +998,10 @@ def check_thread_limits(
     }[name]
     already = f" + {running} already running" if running else ""
     raise ConfigError(
-        f"the plan needs ~{plan.planned_threads} threads ({plan.parallel_members} members x {per} "
-        f"+ {ORCHESTRATOR_THREADS}){already}, more than {name} {limit} minus a safety margin of "
-        f"{margin}; {lower}, use --hardware laptop, or {raise_it}"
+        f"the plan needs ~{plan.planned_threads} threads "
+        f"({_plural(plan.parallel_members, 'unit')} x {per} + {ORCHESTRATOR_THREADS}){already}, "
+        f"more than {name} {limit} minus a safety margin of {margin}; {lower}, use --hardware "
+        f"laptop, or {raise_it}"
     )
 
 

@@ -58,11 +58,27 @@ def plan_for(
     *,
     hardware_file: str | Path | None = None,
     force: bool = False,
+    folds: int | None = None,
+    source: str = "config",
+    before_build: Callable[[], None] | None = None,
 ) -> HardwarePlan:
     """The hardware plan of a config (the one resolver, with this config's sizes); ``machine``
-    defaults to this one, probed; ``hardware_file`` and ``force`` as in ``resolve_plan``."""
+    defaults to this one, probed; ``hardware_file`` and ``force`` as in ``resolve_plan``.
+
+    The plan sizes the units in flight from the run's ``folds x ensemble`` units. ``folds``: the
+    run's fold count when the caller has cut them; None counts them here, as ``prepare_run``
+    cuts them (``walk_forward_folds`` on the features' timestamps) when the dataset exists, else
+    estimated from ``data.start``..``data.end`` (:func:`engine.train.folds.estimate_fold_count`),
+    else not known (one fold assumed, said so). Overlapping test windows are counted here and
+    refused by ``prepare_run``; a config where no fold fits plans 0 units with a warning.
+    ``source`` names the config file in messages; ``before_build`` runs before the features
+    are loaded to count the folds (built there on first use), as in ``dataset_observation_size``.
+    """
     from engine.train.plan import resolve_plan
 
+    note = ""
+    if folds is None:
+        folds, note = _count_folds(cfg, source, before_build)
     return resolve_plan(
         profile or cfg.hardware_profile,
         ensemble=cfg.training.ensemble,
@@ -72,6 +88,41 @@ def plan_for(
         machine=machine,
         hardware_file=hardware_file,
         force=force,
+        folds=folds,
+        folds_note=note,
+    )
+
+
+def _count_folds(
+    cfg: PloutosConfig, source: str, before_build: Callable[[], None] | None = None
+) -> tuple[int | None, str]:
+    """``plan_for``'s fold count and how it was found (see there); ``(None, why)`` if unknown."""
+    from engine.data.store import manifest_path
+    from engine.errors import ConfigError
+    from engine.train.folds import estimate_fold_count, walk_forward_folds
+
+    # Overlap is prepare_run's refusal; the plan still counts what the windows give.
+    wf = cfg.walk_forward.model_copy(update={"allow_overlapping_tests": True})
+    if manifest_path(cfg.dataset_path).exists():
+        from engine.features.cache import load_or_build_features
+
+        if before_build is not None:
+            before_build()
+        fs = load_or_build_features(cfg.dataset_path, cfg.features)
+        try:
+            return len(walk_forward_folds(fs.timestamps, wf, source)), ""
+        except ConfigError:  # not even one fold fits the data
+            return 0, f"the dataset at {cfg.dataset_path} has room for no fold"
+    if cfg.data is None:
+        return None, f"no dataset at {cfg.dataset_path} and no data.start: one fold assumed"
+    end = cfg.data.end
+    if end is None:
+        import datetime as dt
+
+        end = dt.datetime.now(dt.UTC).date()
+    count = estimate_fold_count(cfg.data.start, end, wf)
+    return count, f"folds estimated from data.start..end {cfg.data.start}..{end}" + (
+        "" if cfg.data.end is not None else ", end = today"
     )
 
 
@@ -143,6 +194,7 @@ def prepare_run(
         observation_size(cfg, fs.features.shape),
         hardware_file=hardware_file,
         force=force,
+        folds=len(folds),
     )
     check_thread_limits(plan, thread_limits(), machine_threads())
     root = (

@@ -82,8 +82,12 @@ def test_turbo_on_the_seed_server_is_the_seed_settings():
     }
     assert plan.rollout_size == 1_048_576
     assert plan.warnings == ()
-    # never more members at once than the ensemble has
-    assert resolve_plan("turbo", ensemble=5, machine=RUNPOD).parallel_members == 5
+    # never more units at once than the run has: one fold of 5 members is 5 units
+    one_fold = resolve_plan("turbo", ensemble=5, folds=1, machine=RUNPOD)
+    assert one_fold.parallel_members == 5
+    assert one_fold.reasons["parallel_members"] == (
+        "profile 'turbo' sets 20, capped by the run's 5 units (1 fold x 5 members)"
+    )
 
 
 def test_turbo_without_a_gpu_runs_on_cpu_with_a_cpu_sized_batch():
@@ -132,11 +136,13 @@ def test_auto_uses_the_cgroup_quota_not_the_host_cores():
     plan = resolve_plan("auto", ensemble=100, machine=machine)
     assert plan.parallel_members == 16 and plan.torch_threads == 1
     assert "32 usable CPUs (affinity 256, cgroup cpu.max 32)" in plan.reasons["parallel_members"]
-    # a small ensemble leaves cores over: they go to torch, never past the quota
+    # a run of few units leaves cores over: they go to torch, never past the quota
     small = resolve_plan("auto", ensemble=5, machine=machine)
     assert small.parallel_members == 5 and small.torch_threads == 5
     assert small.parallel_members * (1 + small.torch_threads) <= 32
-    assert "limited by the ensemble" in small.reasons["parallel_members"]
+    why = small.reasons["parallel_members"]
+    assert "5 units (1 fold x 5 members; fold count not given, one fold assumed)" in why
+    assert why.endswith("limited by the units")
 
 
 def test_auto_on_the_seed_server_uses_the_gpu():
@@ -222,13 +228,17 @@ net_archs = st.lists(st.integers(1, 2048), min_size=1, max_size=4).map(tuple)
     machine=machines,
     profile=st.sampled_from(["auto", "turbo", "laptop"]),
     ensemble=st.integers(1, 64),
+    folds=st.none() | st.integers(0, 12),
     algorithm=st.sampled_from(["ppo", "recurrent_ppo"]),
     net_arch=net_archs,
     obs_size=st.none() | st.integers(1, 20_000),
 )
-def test_every_plan_keeps_its_invariants(machine, profile, ensemble, algorithm, net_arch, obs_size):
+def test_every_plan_keeps_its_invariants(
+    machine, profile, ensemble, folds, algorithm, net_arch, obs_size
+):
     kwargs = {
         "ensemble": ensemble,
+        "folds": folds,
         "algorithm": algorithm,
         "net_arch": net_arch,
         "obs_size": obs_size,
@@ -242,7 +252,9 @@ def test_every_plan_keeps_its_invariants(machine, profile, ensemble, algorithm, 
         assert profile == "turbo" and "--force" in str(err), err
         assert any("forced" in w for w in plan.warnings)
     assert plan.batch_size >= 2 and plan.rollout_size % plan.batch_size == 0
-    assert 1 <= plan.parallel_members <= ensemble
+    units = ensemble * (1 if folds is None else folds)
+    assert plan.inputs["units"] == units
+    assert 1 <= plan.parallel_members <= max(1, units)
     assert plan.torch_threads >= 1
     assert all(plan.reasons.get(name) for name in (*FIELDS, "planned_threads"))
     assert plan.device in ("cpu", "cuda")

@@ -85,7 +85,7 @@ def test_turbo_beyond_the_ram_is_refused_with_the_numbers_unless_forced():
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith(
-        f"hardware profile 'turbo': 20 parallel members x ~{each / GiB:.1f} GiB each = "
+        f"hardware profile 'turbo': 20 parallel units x ~{each / GiB:.1f} GiB each = "
         f"~{20 * each / GiB:.1f} GiB of RAM, more than the ~{budget / GiB:.1f} GiB usable "
         "(0.85 x 64.0 GiB - 1.0 GiB reserve)"
     ), message
@@ -93,7 +93,7 @@ def test_turbo_beyond_the_ram_is_refused_with_the_numbers_unless_forced():
 
     forced = resolve_plan("turbo", ensemble=20, machine=small, force=True)
     assert forced.parallel_members == 20
-    assert any("forced" in w and "20 parallel members" in w for w in forced.warnings)
+    assert any("forced" in w and "20 parallel units" in w for w in forced.warnings)
     # As many members as fit are not refused, nor is auto (it sizes itself to the RAM).
     assert resolve_plan("turbo", ensemble=fits, machine=small).parallel_members == fits
     auto = resolve_plan("auto", ensemble=20, machine=small)
@@ -124,7 +124,7 @@ def test_plan_cli_names_its_hardware_file_and_refuses_turbo_beyond_ram(
 
     assert main([*base, "--hardware", "turbo"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("ploutos: error: hardware profile 'turbo': 4 parallel members x ")
+    assert err.startswith("ploutos: error: hardware profile 'turbo': 4 parallel units x ")
     assert err.count("\n") == 1 and "--force" in err
     assert main([*base, "--hardware", "turbo", "--force", "--json"]) == 0
     forced = json.loads(capsys.readouterr().out)
@@ -159,7 +159,11 @@ def test_train_refuses_turbo_beyond_ram_before_any_run_folder(tmp_path, monkeypa
     assert main([*args, "--force"]) == 0
     (folder,) = runs.iterdir()
     plan = json.loads((folder / "plan.json").read_text())
-    assert plan["hardware_file"] == str(hw.resolve()) and plan["parallel_members"] == 4
+    # the run's units are its folds x 4 members: turbo's 20 is capped at them, if fewer
+    n_folds = len(json.loads((folder / "folds.json").read_text()))
+    assert n_folds > 1 and plan["inputs"]["folds"] == n_folds
+    assert plan["hardware_file"] == str(hw.resolve())
+    assert plan["parallel_members"] == min(20, 4 * n_folds)
     assert any("forced" in w for w in plan["warnings"])
 
 
