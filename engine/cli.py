@@ -640,6 +640,20 @@ def _bench_montecarlo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_walkforward(args: argparse.Namespace) -> int:
+    from engine.bench.walkforward import DEFAULT_CONFIG, bench_walkforward, format_walkforward
+
+    result = bench_walkforward(
+        args.config or DEFAULT_CONFIG,
+        assume=args.assume,
+        timesteps_per_unit=args.timesteps,
+        obs_size=args.obs_size,
+        profile=args.hardware,
+    )
+    print(json.dumps(result, default=str) if args.json else format_walkforward(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ploutos", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"ploutos {__version__}")
@@ -801,6 +815,31 @@ def build_parser() -> argparse.ArgumentParser:
     bexe.add_argument("--config", type=Path, default=Path("config/demo.yaml"))
     bexe.add_argument("--nodes", type=int, default=2, help="Ray worker nodes")
     bexe.set_defaults(func=_bench_executor)
+    bwf = bsub.add_parser(
+        "walkforward",
+        help="units of the config trained here: timesteps/s per unit and in aggregate, gradient "
+        "GFLOP/s vs a matmul peak, and the real run's projected wall time",
+    )
+    bwf.add_argument("--json", action="store_true", help="the full JSON (default: a summary)")
+    bwf.add_argument(
+        "--config", type=Path, help="training YAML (default: config/training_config_v8.yaml)"
+    )
+    bwf.add_argument(
+        "--assume",
+        metavar="cpus=N,ram=SIZE[,gpu=SIZE]",
+        help="also project the wall time on that machine (arithmetic, labelled so)",
+    )
+    bwf.add_argument(
+        "--timesteps",
+        type=int,
+        help="timesteps each unit trains (default: the real run's updates per episode, at least "
+        "2 rollouts)",
+    )
+    bwf.add_argument(
+        "--obs-size", type=int, help="observation size to bench instead of the config's"
+    )
+    bwf.add_argument("--hardware", help="hardware profile; default: the config's")
+    bwf.set_defaults(func=_bench_walkforward)
     btui = bsub.add_parser(
         "tui", help="the control panel's own CPU and first-frame time beside 256 busy processes"
     )
