@@ -230,7 +230,14 @@ _EVENT_FIELDS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "member_started": (_MEMBER, {"timesteps": "int", "total": "int", "node": "str"}),
     "member_progress": (
         {**_MEMBER, "timesteps": "int", "total": "int"},
-        {"fps": "number", "mean_reward": "number"},
+        {
+            "fps": "number",
+            "mean_reward": "number",
+            "time_shares": "object",
+            "time_s": "object",
+            "sb3": "object",
+            "measure_overhead_share": "number",
+        },
     ),
     "member_finished": (_MEMBER, {"timesteps": "int"}),
     "member_stopped": (_MEMBER, {"timesteps": "int"}),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from engine.runs.events import CHUNK_BYTES, EventTail, event_problem
@@ -153,8 +153,56 @@ def fold_summary(event: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------- member progress
+# Where a member's wall time goes, as `member_progress` reports it (docs/events.md): env stepping,
+# policy inference (and the rest of a rollout that is not env), SB3's gradient phase, checkpoints,
+# and waiting (progress reports, stop polls, pauses: everything else).
+TIME_PHASES = ("env", "inference", "gradient", "checkpoint", "waiting")
+# SB3's training metrics of the member's last update, as `member_progress` names them in `sb3`.
+SB3_METRICS = (
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "clip_fraction",
+    "explained_variance",
+    "loss",
+    "clip_range",
+    "n_updates",
+)
+
+
+def phase_numbers(value: Any) -> dict[str, float | None] | None:
+    """A ``time_shares`` or ``time_s`` object as ``{phase: float >= 0 or None}`` over
+    :data:`TIME_PHASES` (other keys dropped); None when ``value`` is not an object."""
+    if not isinstance(value, Mapping):
+        return None
+    out: dict[str, float | None] = {}
+    for phase in TIME_PHASES:
+        x = number(value.get(phase))
+        out[phase] = x if x is not None and x >= 0 else None
+    return out
+
+
+def sb3_numbers(value: Any) -> dict[str, float | int | None] | None:
+    """An ``sb3`` object as ``{metric: finite float or None}`` over :data:`SB3_METRICS`
+    (``n_updates`` an int >= 0; other keys dropped); None when ``value`` is not an object."""
+    if not isinstance(value, Mapping):
+        return None
+    out: dict[str, float | int | None] = {name: number(value.get(name)) for name in SB3_METRICS}
+    n = out["n_updates"]
+    out["n_updates"] = int(n) if n is not None and n >= 0 and n == int(n) else None
+    return out
+
+
 @dataclass
 class MemberView:
+    """One member as its events describe it. ``time_shares`` (fractions of the interval before
+    its last progress event), ``time_s`` (seconds since it started training in its process),
+    ``sb3`` (:func:`sb3_numbers`) and ``measure_overhead_share`` come from its last
+    ``member_progress``; None when that event had none (older runs, or no update yet for ``sb3``).
+    """
+
     fold: int
     member: int
     state: str = "pending"
@@ -165,6 +213,14 @@ class MemberView:
     node: str | None = None
     error: str | None = None
     eta_s: float | None = None
+    time_shares: dict[str, float | None] | None = None
+    time_s: dict[str, float | None] | None = None
+    sb3: dict[str, float | int | None] | None = None
+    measure_overhead_share: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe, for ``status.json``'s ``per_member``."""
+        return asdict(self)
 
 
 @dataclass
@@ -256,6 +312,13 @@ class RunView:
             reward = event.get("mean_reward")
             view.mean_reward = None if reward is None else float(reward)
             view.eta_s = (view.total - view.timesteps) / view.fps if view.fps > 0 else None
+            view.time_shares = phase_numbers(event.get("time_shares"))
+            view.time_s = phase_numbers(event.get("time_s"))
+            view.sb3 = sb3_numbers(event.get("sb3"))
+            overhead = number(event.get("measure_overhead_share"))
+            view.measure_overhead_share = (
+                overhead if overhead is not None and overhead >= 0 else None
+            )
             self.fps_history.append(view.fps)
             if view.mean_reward is not None:
                 self.reward_history.append(view.mean_reward)
@@ -334,10 +397,12 @@ class RunView:
         return _optimistic(self.fill, flag)
 
     def to_status(self) -> dict[str, Any]:
-        """The status summary (``status.json``, ``ploutos status --json``): progress, members,
-        and, once judged, the verdict fields of docs/results.md (``fill``, ``fill_optimistic``,
-        ``verdict``, ``pooled``, ``overfitting``, ``seed_dispersion``: None until the ``verdict``
-        event; ``fold_results``: :func:`fold_summary` of each evaluated fold)."""
+        """The status summary (``status.json``, ``ploutos status --json``): progress, members
+        (counts in ``members``; each member's :meth:`MemberView.to_dict`, its time breakdown and
+        SB3 metrics included, in ``per_member``), and, once judged, the verdict fields of
+        docs/results.md (``fill``, ``fill_optimistic``, ``verdict``, ``pooled``,
+        ``overfitting``, ``seed_dispersion``: None until the ``verdict`` event;
+        ``fold_results``: :func:`fold_summary` of each evaluated fold)."""
         verdict = self.verdict or {}
         return {
             "run_id": self.run_id,
@@ -357,6 +422,7 @@ class RunView:
                 "failed": self.count("failed"),
             },
             "timesteps": {"done": self.done_timesteps, "total": self.total_timesteps},
+            "per_member": [m.to_dict() for _, m in sorted(self.members.items())],
             "progress": round(self.progress, 4),
             "eta_s": self.eta_s(),
             "montecarlo_pooled": self.montecarlo.get("pooled", {}).get("stats"),

@@ -196,9 +196,11 @@ def make_member_callback(
     report: Report,
     should_stop: ShouldStop,
     checkpoint: Callable[[Any], None],
+    env_seconds: Callable[[], float] | None = None,
 ) -> Any:
     """The SB3 callback of ``task`` (a :class:`engine.train.callback.MemberCallback`); imported
-    here, so importing this module needs no SB3."""
+    here, so importing this module needs no SB3. ``env_seconds()``: the VecEnv's cumulative
+    stepping time, for the progress events' time breakdown."""
     from engine.train.callback import MemberCallback
 
     training = task.config["training"]
@@ -211,6 +213,7 @@ def make_member_callback(
         report=report,
         should_stop=should_stop,
         checkpoint=checkpoint,
+        env_seconds=env_seconds,
     )
 
 
@@ -231,7 +234,9 @@ def train_member(
 ) -> dict[str, Any]:
     """Train (or continue from its checkpoint) one member on its fold's train window.
 
-    Returns ``{"status": "finished" | "stopped", "timesteps", ...}``. Artifacts in
+    Returns ``{"status": "finished" | "stopped", "timesteps", ...}``. Its ``member_progress``
+    events say where its wall time goes (env stepping timed in the VecEnv) and carry SB3's
+    training metrics (docs/events.md). Artifacts in
     ``task.member_dir``: ``model.zip``, ``normalizer.npz``, ``member.json`` (written last: its
     presence with a matching sha256 is what "finished" means on resume).
 
@@ -299,7 +304,9 @@ def train_member(
         if on_checkpoint is not None:
             on_checkpoint(ckpt_dir)
 
-    callback = make_member_callback(task, total, report, should_stop, checkpoint)
+    callback = make_member_callback(
+        task, total, report, should_stop, checkpoint, env_seconds=lambda: venv.step_wait_s
+    )
     remaining = total - resumed_from
     if remaining > 0:
         model.learn(

@@ -15,6 +15,7 @@ The watcher is also the screens' one handle on the runs: its ``launch_run``, ``s
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
@@ -56,6 +57,12 @@ def freeze(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class MemberRow:
+    """One member as of its last events. ``time_shares`` (``env``, ``inference``, ``gradient``,
+    ``checkpoint``, ``waiting``: fractions of the interval before its last progress event),
+    ``time_s`` (the same, cumulative seconds) and ``sb3`` (its last update's metrics) are as
+    docs/events.md describes ``member_progress``; empty when its events had none (older runs,
+    no progress yet, or before the first update for ``sb3``); a value may be None."""
+
     fold: int
     member: int
     state: str
@@ -66,6 +73,39 @@ class MemberRow:
     eta_s: float | None
     node: str | None
     error: str | None
+    time_shares: Mapping[str, float | None] = field(default_factory=lambda: _EMPTY)
+    time_s: Mapping[str, float | None] = field(default_factory=lambda: _EMPTY)
+    sb3: Mapping[str, float | int | None] = field(default_factory=lambda: _EMPTY)
+    measure_overhead_share: float | None = None
+
+    @property
+    def has_training_detail(self) -> bool:
+        """Whether its events said where its time goes or how its updates went."""
+        return bool(self.time_shares or self.time_s or self.sb3)
+
+    def shown_time_shares(self) -> tuple[Mapping[str, float | None], str]:
+        """The time split worth showing and what it covers: while the member runs, its last
+        interval's (``"last interval"``); once it is done, its whole training's, from
+        ``time_s`` (``"whole training"``); an empty mapping when its events had neither."""
+        if self.state != "running" and self.time_s:
+            seconds = {k: _finite_or_none(v) for k, v in self.time_s.items()}
+            total = sum(v for v in seconds.values() if v is not None and v >= 0)
+            if total > 0:
+                shares = {
+                    k: (v / total if v is not None and v >= 0 else None) for k, v in seconds.items()
+                }
+                return MappingProxyType(shares), "whole training"
+        return self.time_shares, "last interval"
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        x = float(value)
+    except OverflowError:
+        return None
+    return x if math.isfinite(x) else None
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -496,6 +536,10 @@ class RunsWatcher:
                 eta_s=m.eta_s,
                 node=m.node,
                 error=m.error,
+                time_shares=_mapping(m.time_shares),
+                time_s=_mapping(m.time_s),
+                sb3=_mapping(m.sb3),
+                measure_overhead_share=m.measure_overhead_share,
             )
             for _, m in sorted(view.members.items())
         )

@@ -71,9 +71,85 @@ def steps(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n < 1e9 else f"{n / 1e9:.1f}G"
 
 
-def member_cells(m: MemberRow) -> tuple[Any, ...]:
+def share(value: Any, digits: int = 0) -> str:
+    """A fraction in 0..1 as a percentage (``21%``; ``0.21%`` with ``digits=2``); ``—`` when it
+    is not one."""
+    x = number(value)
+    return "—" if x is None or not 0 <= x <= 1 else f"{x * 100:.{digits}f}%"
+
+
+def metric(value: Any, fmt: str = ".3g") -> str:
+    """An SB3 metric, short (``-0.0123``, ``1.23e+03``); ``—`` if unknown."""
+    x = number(value)
+    return "—" if x is None else format(x, fmt)
+
+
+def time_split(m: MemberRow) -> str:
+    """``21% / 8% / 66%``: the env, inference and gradient shares of the member's time (its last
+    interval while it runs, its whole training once done)."""
+    shares, _ = m.shown_time_shares()
+    if not shares:
+        return "—"
+    return " / ".join(share(shares.get(k)) for k in ("env", "inference", "gradient"))
+
+
+# (label, phase) of the time breakdown, and (label, metric, format) of SB3's metrics, in the
+# member detail line
+TIME_LABELS = (
+    ("env", "env"),
+    ("inference", "inference"),
+    ("gradient", "gradient"),
+    ("checkpoint", "checkpoint"),
+    ("waiting", "waiting"),
+)
+SB3_LABELS = (
+    ("policy loss", "policy_loss", ".3g"),
+    ("value loss", "value_loss", ".3g"),
+    ("entropy", "entropy", ".3g"),
+    ("approx KL", "approx_kl", ".2g"),
+    ("clip fraction", "clip_fraction", "%"),
+    ("explained variance", "explained_variance", ".2f"),
+)
+
+
+def member_detail(m: MemberRow) -> Text:
+    """The highlighted member in words: its steps/s and where its time went, SB3's metrics of
+    its last update, and its whole error."""
+    out = Text()
+    out.append(f"fold {m.fold} member {m.member}", style="bold")
+    out.append(f" · {m.fps:,.0f} steps/s" if m.fps else " · — steps/s")
+    shares, covers = m.shown_time_shares()
+    if shares:
+        out.append(f" · time ({covers}): ")
+        out.append(" · ".join(f"{label} {share(shares.get(k))}" for label, k in TIME_LABELS))
+        if number(m.measure_overhead_share) is not None:
+            out.append(f" (measuring {share(m.measure_overhead_share, 2)})", style="dim")
+    else:
+        out.append(" · no time breakdown in its events", style="dim")
+    out.append("\n")
+    if m.sb3:
+        updates = m.sb3.get("n_updates")
+        out.append("SB3" + (f" after {updates} epochs" if isinstance(updates, int) else ""))
+        out.append(": ")
+        cells = []
+        for label, key, fmt in SB3_LABELS:
+            value = share(m.sb3.get(key), 1) if fmt == "%" else metric(m.sb3.get(key), fmt)
+            unit = " nats" if key == "entropy" and value != "—" else ""
+            cells.append(f"{label} {value}{unit}")
+        out.append(" · ".join(cells))
+    else:
+        out.append("SB3: no update yet" if shares else "SB3: no metrics in its events", style="dim")
+    if m.error:
+        out.append("\n")
+        out.append(f"error: {m.error}", style="red")
+    return out
+
+
+def member_cells(m: MemberRow, training: bool = False) -> tuple[Any, ...]:
+    """The member's row: :data:`MEMBER_COLUMNS`, then with ``training`` the
+    :data:`TRAINING_COLUMNS`, then its error."""
     eta = format_duration(m.eta_s) if m.state == "running" else "—"
-    return (
+    cells: tuple[Any, ...] = (
         str(m.fold),
         str(m.member),
         state_text(m.state),
@@ -82,8 +158,19 @@ def member_cells(m: MemberRow) -> tuple[Any, ...]:
         Text(num(m.mean_reward, "+.4f"), justify="right"),
         eta,
         m.node or "—",
-        Text(m.error or "", style="red"),
     )
+    if training:
+        sb3 = m.sb3
+        cells += (
+            Text(time_split(m), justify="right"),
+            Text(metric(sb3.get("policy_loss")), justify="right"),
+            Text(metric(sb3.get("value_loss")), justify="right"),
+            Text(metric(sb3.get("entropy")), justify="right"),
+            Text(metric(sb3.get("approx_kl"), ".2g"), justify="right"),
+            Text(share(sb3.get("clip_fraction")), justify="right"),
+            Text(metric(sb3.get("explained_variance"), ".2f"), justify="right"),
+        )
+    return (*cells, Text(m.error or "", style="red"))
 
 
 class LogScreen(PanelModal[None]):
@@ -211,6 +298,21 @@ MEMBER_COLUMNS = (
     ("ETA", "eta", 6, False),
     ("node", "node", 10, False),
 )
+# Where the member's time went and SB3's metrics of its last update: shown when some member's
+# events have them (older runs keep their table as it was, the error column as wide).
+TRAINING_COLUMNS = (
+    ("env / inf / grad", "time", 16, True),
+    ("π loss", "policy_loss", 8, True),
+    ("V loss", "value_loss", 8, True),
+    ("entropy", "entropy", 7, True),
+    ("KL", "approx_kl", 7, True),
+    ("clip", "clip_fraction", 5, True),
+    ("expl var", "explained_variance", 8, True),
+)
+# The error column's fixed width (an auto-sized column that grows after the first frame leaves
+# its header drawn at the old width: Textual caches header cells without their width); narrower
+# beside the training columns, so that a 200-column terminal shows the whole row.
+ERROR_WIDTH = {False: 64, True: 40}
 FOLD_COLUMNS = (
     ("fold", "fold", 4, False),
     ("", "who", 10, False),
@@ -237,6 +339,7 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
     RunScreen #progress-row ProgressBar { width: auto; }
     RunScreen #eta { width: 1fr; padding-left: 2; }
     RunScreen #run-error { color: $error; height: auto; }
+    RunScreen #member-detail { height: auto; }
     RunScreen #verdict-top { height: auto; }
     RunScreen #verdict { height: auto; }
     RunScreen .section { margin-top: 1; text-style: bold; color: $accent; }
@@ -266,6 +369,8 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
         self.scope: str | None = None  # None: pooled, or the latest fold until pooled exists
         self.polls_rendered = 0
         self._members_keys: list[str] = []
+        self._training_columns = False  # whether the members table has TRAINING_COLUMNS
+        self._member_column_keys: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -278,6 +383,7 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
             yield Static("", id="verdict-top")
             yield Label("Members", classes="section")
             yield DataTable(id="members", cursor_type="row", zebra_stripes=True)
+            yield Static("", id="member-detail")
             yield Label("Out of sample: ensemble vs buy and hold", classes="section")
             yield DataTable(id="folds", cursor_type="none", zebra_stripes=True)
             yield Label("Monte Carlo", id="mc-title", classes="section")
@@ -297,13 +403,10 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
 
     def on_mount(self) -> None:
         # Fixed widths: a DataTable whose columns grow repaints its header late.
-        members = self.query_one("#members", DataTable)
-        _add_columns(members, MEMBER_COLUMNS)
-        # A fixed width: an auto-sized column that grows after the first frame leaves the header
-        # drawn at the old width (Textual caches header cells without their width).
-        members.add_column("error", key="error", width=64)
+        self._member_columns(self.query_one("#members", DataTable), training=False)
         _add_columns(self.query_one("#folds", DataTable), FOLD_COLUMNS)
         self.query_one("#run-error").display = False
+        self.query_one("#member-detail").display = False
         self.query_one("#verdict-top").display = False
         self.poll_now()
 
@@ -366,22 +469,51 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
         self._show_verdict(snap)
         self._show_history(snap)
 
+    def _member_columns(self, table: DataTable, training: bool) -> None:
+        """(Re)build the members table's columns: with or without :data:`TRAINING_COLUMNS`."""
+        table.clear(columns=True)
+        columns = MEMBER_COLUMNS + (TRAINING_COLUMNS if training else ())
+        _add_columns(table, columns)
+        table.add_column("error", key="error", width=ERROR_WIDTH[training])
+        self._member_column_keys = (*(key for _, key, _, _ in columns), "error")
+        self._training_columns = training
+        self._members_keys = []
+
     def _show_members(self, snap: RunSnapshot) -> None:
         table = self.query_one("#members", DataTable)
         keys = [f"{m.fold}/{m.member}" for m in snap.members]
-        columns = ("fold", "member", "state", "timesteps", "fps", "reward", "eta", "node", "error")
+        training = any(m.has_training_detail for m in snap.members)
+        self.query_one("#member-detail", Static).display = training
+        if training != self._training_columns:
+            self._member_columns(table, training)
         if keys == self._members_keys:
             for key, m in zip(keys, snap.members, strict=True):
-                for col, cell in zip(columns, member_cells(m), strict=True):
+                cells = member_cells(m, training)
+                for col, cell in zip(self._member_column_keys, cells, strict=True):
                     table.update_cell(key, col, cell)
+            self._show_member_detail()
             return
         cursor = table.cursor_row
         table.clear()
         for key, m in zip(keys, snap.members, strict=True):
-            table.add_row(*member_cells(m), key=key)
+            table.add_row(*member_cells(m, training), key=key)
         self._members_keys = keys
         if keys:
             table.move_cursor(row=min(cursor, len(keys) - 1), animate=False)
+        self._show_member_detail()
+
+    def _show_member_detail(self) -> None:
+        """The detail line of the member under the cursor (the table's columns in words)."""
+        snap = self.snapshot
+        detail = self.query_one("#member-detail", Static)
+        if snap is None or not snap.members or not detail.display:
+            return
+        row = self.query_one("#members", DataTable).cursor_row
+        detail.update(member_detail(snap.members[min(max(row, 0), len(snap.members) - 1)]))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "members":
+            self._show_member_detail()
 
     def _show_folds(self, snap: RunSnapshot) -> None:
         table = self.query_one("#folds", DataTable)
