@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and import-linter (both r
         resolve_run,
     )
     from engine.runs.jobs import start_detached, stop_run
-    from engine.runs.view import RunView
+    from engine.runs.view import RunView, dig, number
     from engine.system.gpus import GpuMonitor, GpuReading
     from engine.system.limits import (
         cgroup_cpu_quota,
@@ -67,6 +67,8 @@ __all__ = [
     "RESUMABLE",
     "RunFolder",
     "RunState",
+    "dig",
+    "number",
     "default_runs_root",
     "list_runs",
     "resolve_run",
@@ -118,6 +120,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "EventTail": ("engine.runs.events", "EventTail"),
     "parse_stamp": ("engine.runs.events", "parse_stamp"),
     "RunView": ("engine.runs.view", "RunView"),
+    "dig": ("engine.runs.view", "dig"),
+    "number": ("engine.runs.view", "number"),
     "start_detached": ("engine.runs.jobs", "start_detached"),
     "stop_run": ("engine.runs.jobs", "stop_run"),
     "read_yaml": ("engine.yamlio", "read_yaml"),

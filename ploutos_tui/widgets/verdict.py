@@ -11,7 +11,6 @@ and probabilities without a unit are labelled ``p`` or named (PBO, deflated Shar
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from engine.api import dig, number
 from ploutos_tui.model.runs import FoldRow, RunSnapshot, p_text
 
 DASH = "—"
@@ -100,24 +100,8 @@ GLOSSARY: tuple[tuple[str, str], ...] = (
 
 
 # ------------------------------------------------------------------------ reading and formatting
-def number(value: Any) -> float | None:
-    """A finite float, or None (bools, strings, NaN, inf and ints too big for a float too)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        out = float(value)
-    except OverflowError:
-        return None
-    return out if math.isfinite(out) else None
-
-
-def get(value: Any, *path: str) -> Any:
-    """``value[path[0]][path[1]]...``, None as soon as a step is not a mapping."""
-    for key in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
+# number: a finite float or None; get: value[path[0]][path[1]]... or None (the engine's readers)
+get = dig
 
 
 def text(value: Any) -> str | None:
