@@ -278,6 +278,24 @@ def _plan(args: argparse.Namespace) -> int:
     if obs_size is None:
         obs_size = dataset_observation_size(cfg)
     machine = None
+    if args.calibrate:
+        if args.assume:
+            from engine.errors import ConfigError
+
+            raise ConfigError(
+                "--calibrate measures this machine; it cannot be combined with --assume"
+            )
+        from engine.bench.calibrate import calibrate, format_calibration
+
+        _echo("Calibrating torch threads: training real units at each split (a minute or two)")
+        entry = calibrate(
+            args.config,
+            profile=args.hardware,
+            hardware_file=args.hardware_file,
+            obs_size=obs_size,
+        )
+        if not args.json:
+            print(format_calibration(entry) + "\n")
     if args.assume:
         from engine.train.plan import assumed_machine
 
@@ -826,7 +844,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bwf.add_argument(
         "--assume",
-        metavar="cpus=N,ram=SIZE[,gpu=SIZE]",
+        metavar="cpus=N,ram=SIZE[,gpu=SIZE[,gpus=N]]",
         help="also project the wall time on that machine (arithmetic, labelled so)",
     )
     bwf.add_argument(
@@ -873,11 +891,19 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true")
     plan.add_argument(
         "--assume",
-        metavar="cpus=N,ram=SIZE[,gpu=SIZE]",
-        help="plan for another machine, e.g. cpus=256,ram=1T,gpu=24G (a RunPod RTX 3090 server)",
+        metavar="cpus=N,ram=SIZE[,gpu=SIZE[,gpus=N]]",
+        help="plan for another machine, e.g. cpus=256,ram=1T,gpu=24G (a RunPod RTX 3090 server); "
+        "gpus=N for N such GPUs",
     )
     plan.add_argument(
         "--obs-size", type=int, help="observation size when the dataset is not built here"
+    )
+    plan.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="first measure, by training real units of the config at 1, 2, 4, 8, 16 torch "
+        "threads each, which split of the cores trains the most timesteps/s here; saved for "
+        "later plans of the same unit shape on this machine",
     )
     plan.set_defaults(func=_plan)
     folds = sub.add_parser("folds", help="the walk-forward folds of a config")

@@ -13,6 +13,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _no_calibration_from_home(tmp_path_factory, monkeypatch):
+    """Plans in tests never read a calibration this machine's user made (``ploutos plan
+    --calibrate`` writes one under ~/.cache): each test starts without one."""
+    from engine.train.calibration import CALIBRATION_ENV
+
+    path = tmp_path_factory.mktemp("calibration") / "calibration.json"
+    monkeypatch.setenv(CALIBRATION_ENV, str(path))
+
+
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory) -> Path:
     """The demo generator's tickers and macro series, 2021-2024 (4 years: two 2-year folds)."""

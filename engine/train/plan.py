@@ -33,14 +33,24 @@ Rules for ``auto`` (constants below, every estimate deliberately on the generous
   bound), at least 1; a fixed value above the units is capped at them. CPU bound: usable CPUs
   // (1 env-stepping thread + torch threads). RAM bound: (``RAM_FRACTION`` x min(RAM, cgroup
   limit) - ``RAM_RESERVE``) // RAM per member, where a member needs ``MEMBER_RAM_BASE``
-  (+ ``MEMBER_RAM_CUDA`` on cuda) + 2 x its rollout buffer (n_envs x n_steps x (obs_size [+ 4 LSTM
-  states]) x 4 bytes; SB3 copies it when it flattens). VRAM bound: ``VRAM_FRACTION`` x the memory
-  of GPU 0 (every unit shares it) // VRAM per member, where a member needs
-  ``CUDA_CONTEXT_BYTES`` + 16 bytes per parameter (weights, gradients, two Adam moments) +
-  ``ALLOCATOR_SLACK`` x batch_size x floats kept for backward per sample x 4 bytes (the input, the
-  pre- and post-activation of every hidden layer of the actor and the critic, LSTM gates and
-  states for ``recurrent_ppo``).
-* torch_threads: 1 on cuda (the GPU does the maths); on cpu the spare cores go to torch:
+  (+ ``MEMBER_RAM_CUDA`` on cuda) + 2 x its rollout buffer (n_envs x n_steps x (obs_size [+ 4 x
+  n_lstm_layers x lstm_hidden_size LSTM states]) x 4 bytes; SB3 copies it when it flattens).
+  VRAM bound: the sum over every usable GPU of ``VRAM_FRACTION`` x its memory // VRAM per
+  member, where a member needs ``CUDA_CONTEXT_BYTES`` + 16 bytes per parameter (weights,
+  gradients, two Adam moments) + ``ALLOCATOR_SLACK`` x batch_size x floats kept for backward per
+  sample x 4 bytes (the input, the pre- and post-activation of every hidden layer of the actor
+  and the critic, the gates and states of each LSTM for ``recurrent_ppo``, whose shape comes
+  from the config's ``training.recurrent``: :class:`LstmShape`).
+* gpu_slots (cuda only): the units in flight spread over every usable GPU, as evenly as each
+  GPU's own VRAM bound allows; the executor gives each worker one GPU
+  (``CUDA_VISIBLE_DEVICES``, :func:`unit_gpu_environ`) on the GPU with the fewest units. CPU
+  units beside full GPU slots are not planned: on a cuda plan every core not stepping an
+  environment is left to the CUDA driver and the env-stepping threads, and no measurement here
+  has shown that slower CPU units shorten the run rather than delay its last fold.
+* torch_threads: 1 on cuda (the GPU does the maths); on cpu, with a calibration of this unit
+  shape on this machine (:mod:`engine.train.calibration`, ``ploutos plan --calibrate``), the
+  measured count whose units in flight x measured per-unit rate is largest (the CPU bound then
+  uses it); else the rule of thumb, said to be one: the spare cores go to torch,
   max(1, min(``TORCH_THREADS_MAX``, usable CPUs // parallel_members - 1)), so that
   parallel_members x (1 + torch_threads) <= max(usable CPUs, 2).
 
@@ -104,7 +114,6 @@ CUDA_CONTEXT_BYTES = 500 * MiB  # per process: context, cuBLAS/cuDNN workspaces,
 VRAM_FRACTION = 0.9
 ALLOCATOR_SLACK = 1.2  # PyTorch's caching allocator fragments
 DEFAULT_OBS_SIZE = 512
-LSTM_HIDDEN = 256  # sb3-contrib's default lstm_hidden_size (actor and critic LSTM)
 # Threads of one member process besides its torch threads: the main thread steps the envs and runs
 # torch's first intra-op thread, plus the multiprocessing queue feeder, progress/logging, one
 # spare; CUDA adds its driver's event/callback threads.
@@ -180,18 +189,19 @@ class MachineInfo:
 def assumed_machine(spec: str) -> MachineInfo:
     """A machine described on the command line, to plan a rental before paying for it.
 
-    ``spec``: comma-separated ``cpus=N``, ``ram=SIZE`` and optionally ``gpu=SIZE`` (one CUDA GPU
-    of that memory), sizes with a ``G`` or ``T`` suffix, e.g. ``cpus=256,ram=1T,gpu=24G`` (a
-    RunPod server with an RTX 3090). Thread limits are taken as unlimited.
+    ``spec``: comma-separated ``cpus=N``, ``ram=SIZE`` and optionally ``gpu=SIZE`` (CUDA GPUs
+    of that memory) with ``gpus=N`` of them (1 when not given), sizes with a ``G`` or ``T``
+    suffix, e.g. ``cpus=256,ram=1T,gpu=24G`` (a RunPod server with an RTX 3090). Thread limits
+    are taken as unlimited.
     """
     units = {"G": 1024**3, "T": 1024**4}
     fields: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, sep, value = part.partition("=")
-        if not sep or key not in ("cpus", "ram", "gpu"):
+        if not sep or key not in ("cpus", "ram", "gpu", "gpus"):
             raise ConfigError(
-                f"--assume {spec!r}: expected cpus=N,ram=SIZE[,gpu=SIZE] (e.g. "
-                "cpus=256,ram=1T,gpu=24G), got {part!r}"
+                f"--assume {spec!r}: expected cpus=N,ram=SIZE[,gpu=SIZE[,gpus=N]] (e.g. "
+                f"cpus=256,ram=1T,gpu=24G), got {part!r}"
             )
         fields[key] = value.strip().upper()
 
@@ -209,7 +219,16 @@ def assumed_machine(spec: str) -> MachineInfo:
     if not fields["cpus"].isdigit() or int(fields["cpus"]) < 1:
         raise ConfigError(f"--assume: cpus={fields['cpus']!r} is not a positive integer")
     cpus = int(fields["cpus"])
-    gpus = (GpuInfo(0, "assumed GPU", size("gpu")),) if "gpu" in fields else ()
+    count = fields.get("gpus", "1")
+    if "gpus" in fields and "gpu" not in fields:
+        raise ConfigError("--assume: gpus=N needs gpu=SIZE too (each GPU's memory, e.g. 24G)")
+    if not count.isdigit() or int(count) < 1:
+        raise ConfigError(f"--assume: gpus={count!r} is not a positive integer")
+    gpus = (
+        tuple(GpuInfo(i, "assumed GPU", size("gpu")) for i in range(int(count)))
+        if "gpu" in fields
+        else ()
+    )
     return MachineInfo(
         usable_cpus=cpus,
         host_cpus=cpus,
@@ -444,6 +463,9 @@ class HardwarePlan:
     inputs: dict[str, Any] = field(default_factory=dict)
     hardware_file: str = ""  # the file the profile was read from ("" in plans from before)
     hardware_file_from: str = ""  # why that file: FROM_OPTION, FROM_CWD or FROM_PACKAGE
+    # cuda: (GPU index, units at most on it) for every GPU units run on; () on cpu and in plans
+    # from before (every unit then shares the first visible GPU)
+    gpu_slots: tuple[tuple[int, int], ...] = ()
 
     @property
     def rollout_size(self) -> int:
@@ -459,6 +481,7 @@ class HardwarePlan:
         data = dict(data)
         data["warnings"] = tuple(data.get("warnings", ()))
         data.setdefault("inputs", {})
+        data["gpu_slots"] = tuple((int(i), int(n)) for i, n in data.get("gpu_slots", ()))
         return cls(**data)
 
     def to_json(self) -> str:
@@ -481,24 +504,79 @@ def _mlp_params(n_in: int, arch: Sequence[int]) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class LstmShape:
+    """The LSTMs of a ``recurrent_ppo`` member, as the config's ``training.recurrent`` sets them
+    (defaults: sb3-contrib's). ``critic_lstm``: the critic has an LSTM of its own
+    (``enable_critic_lstm``); otherwise it shares the actor's or reads a linear layer."""
+
+    hidden: int = 256
+    layers: int = 1
+    critic_lstm: bool = True
+
+    @classmethod
+    def from_config(cls, recurrent: Any) -> LstmShape:
+        """From a ``RecurrentConfig`` (or anything with its attribute names)."""
+        return cls(
+            hidden=int(recurrent.lstm_hidden_size),
+            layers=int(recurrent.n_lstm_layers),
+            critic_lstm=bool(recurrent.enable_critic_lstm),
+        )
+
+    def params(self, obs_size: int) -> int:
+        """Weights of one LSTM stack: 4 gates x (input + hidden weights + 2 biases) per layer."""
+        h, total, n_in = self.hidden, 0, obs_size
+        for _ in range(self.layers):
+            total += 4 * (n_in * h + h * h + 2 * h)
+            n_in = h
+        return total
+
+    @property
+    def stacks(self) -> int:
+        """LSTM stacks that run forward and backward: the actor's, and the critic's own."""
+        return 2 if self.critic_lstm else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def member_vram_bytes(
-    batch_size: int, net_arch: Sequence[int], obs_size: int, algorithm: str
+    batch_size: int,
+    net_arch: Sequence[int],
+    obs_size: int,
+    algorithm: str,
+    lstm: LstmShape | None = None,
 ) -> int:
     """GPU memory one member needs while it trains on a mini-batch (see the module docstring)."""
     if algorithm == "recurrent_ppo":
-        h = LSTM_HIDDEN
-        lstm = 4 * (obs_size * h + h * h + 2 * h)
-        params = 2 * (lstm + _mlp_params(h, net_arch))
-        per_sample = obs_size + 2 * 6 * h + 4 * sum(net_arch)
+        lstm = lstm or LstmShape()
+        h = lstm.hidden
+        critic_in = 0 if lstm.critic_lstm else obs_size * h + h  # the linear critic input layer
+        params = lstm.stacks * lstm.params(obs_size) + critic_in + 2 * _mlp_params(h, net_arch)
+        # per layer and stack: 4 gates, cell and hidden state kept for backward
+        per_sample = obs_size + lstm.stacks * lstm.layers * 6 * h + 4 * sum(net_arch)
     else:
         params = 2 * _mlp_params(obs_size, net_arch)
         per_sample = obs_size + 4 * sum(net_arch)
     return int(CUDA_CONTEXT_BYTES + 16 * params + ALLOCATOR_SLACK * batch_size * per_sample * 4)
 
 
-def member_ram_bytes(n_envs: int, n_steps: int, obs_size: int, algorithm: str, device: str) -> int:
-    """Host memory one member needs (see the module docstring)."""
-    per_step = obs_size + (4 * LSTM_HIDDEN if algorithm == "recurrent_ppo" else 0) + 8
+def member_ram_bytes(
+    n_envs: int,
+    n_steps: int,
+    obs_size: int,
+    algorithm: str,
+    device: str,
+    lstm: LstmShape | None = None,
+) -> int:
+    """Host memory one member needs (see the module docstring). sb3-contrib's recurrent buffer
+    keeps 4 state tensors a step (actor and critic, hidden and cell) of every layer, whether or
+    not the critic has an LSTM of its own."""
+    states = 0
+    if algorithm == "recurrent_ppo":
+        lstm = lstm or LstmShape()
+        states = 4 * lstm.layers * lstm.hidden
+    per_step = obs_size + states + 8
     buffer = n_envs * n_steps * per_step * 4
     base = MEMBER_RAM_BASE + (MEMBER_RAM_CUDA if device == "cuda" else 0)
     return int(base + 2 * buffer)
@@ -581,12 +659,21 @@ def resolve_plan(
     force: bool = False,
     folds: int | None = None,
     folds_note: str = "",
+    lstm: LstmShape | None = None,
+    calibrations: Sequence[Mapping[str, Any]] | None = None,
+    calibration_note: str = "",
 ) -> HardwarePlan:
     """THE hardware decision: the profile's fixed numbers, ``auto`` ones derived from ``machine``.
 
     ``folds``: the run's walk-forward folds (0 when none fits), so that ``folds x ensemble``
     units can train at once; None when not known (one fold assumed). ``folds_note`` says how they
     were counted, in the reason (see :class:`TrainingUnits`).
+    ``lstm``: the LSTM shape of a ``recurrent_ppo`` member (default: sb3-contrib's), for the
+    memory estimates.
+    ``calibrations``: the entries of this machine's calibration file
+    (:mod:`engine.train.calibration`), for an ``auto`` torch_threads on cpu; None when the
+    machine is not this one (an assumed machine); ``calibration_note`` says why a file was
+    ignored.
     ``hardware_file``: see :func:`find_hardware_file`; the plan records which file it read.
     ``overrides`` (CLI flags; ``None`` values are ignored) replace the profile's values first and
     are validated the same way. Raises ``ConfigError`` for a bad file, profile name or override,
@@ -607,7 +694,18 @@ def resolve_plan(
     spec, overridden = _apply_overrides(profiles[profile], overrides)
     machine = probe_machine() if machine is None else machine
     plan = _Resolver(
-        spec, overridden, profile, units, algorithm, tuple(net_arch), obs_size, machine, force
+        spec,
+        overridden,
+        profile,
+        units,
+        algorithm,
+        tuple(net_arch),
+        obs_size,
+        machine,
+        force,
+        lstm if algorithm == "recurrent_ppo" else None,
+        calibrations,
+        calibration_note,
     ).resolve()
     if plan.rollout_size % plan.batch_size:  # the resolver picks divisors; a bug otherwise
         raise RuntimeError(
@@ -635,8 +733,12 @@ class _Resolver:
         obs_size: int | None,
         machine: MachineInfo,
         force: bool = False,
+        lstm: LstmShape | None = None,
+        calibrations: Sequence[Mapping[str, Any]] | None = None,
+        calibration_note: str = "",
     ) -> None:
         self.spec, self.overridden, self.profile = spec, overridden, profile
+        self.lstm = (lstm or LstmShape()) if algorithm == "recurrent_ppo" else None
         self.force = force
         self.units, self.algorithm, self.net_arch = units, algorithm, net_arch
         self.ensemble = units.ensemble
@@ -645,6 +747,10 @@ class _Resolver:
         self.obs = obs_size if obs_size is not None else DEFAULT_OBS_SIZE
         self.reasons: dict[str, str] = {}
         self.warnings: list[str] = []
+        self.calibrations = calibrations
+        self.calibration_note = calibration_note
+        self.calibrated: dict[str, Any] | None = None  # the split chosen from a calibration
+        self.calibration_why = ""  # why none applied, for the torch_threads reason
 
     def _fixed(self, key: str) -> str:
         return "override" if key in self.overridden else f"profile {self.profile!r}"
@@ -736,8 +842,16 @@ class _Resolver:
         budget = RAM_FRACTION * self.machine.ram_bytes - RAM_RESERVE
         return max(1, int(budget // per_member))
 
-    def vram_budget(self) -> int:
-        return int(VRAM_FRACTION * self.machine.usable_gpus[0].memory_total_bytes)
+    def vram_member(self, batch: int) -> int:
+        return member_vram_bytes(batch, self.net_arch, self.obs, self.algorithm, self.lstm)
+
+    def vram_per_gpu(self, batch: int) -> list[int]:
+        """Units each usable GPU's memory holds at this batch size (0 when not even one)."""
+        each = self.vram_member(batch)
+        return [int(VRAM_FRACTION * g.memory_total_bytes) // each for g in self.machine.usable_gpus]
+
+    def vram_units(self, batch: int) -> int:
+        return sum(self.vram_per_gpu(batch))
 
     def thread_bound(self, torch_threads: int, device: str) -> int | None:
         tight = self.machine.thread_limits.tightest
@@ -771,12 +885,7 @@ class _Resolver:
             )
         else:
             largest = batch = _largest_divisor(rollout, GPU_BATCH_CAP)
-            budget = self.vram_budget()
-            while (
-                batch > GPU_BATCH_FLOOR
-                and budget // member_vram_bytes(batch, self.net_arch, self.obs, self.algorithm)
-                < wanted_members
-            ):
+            while batch > GPU_BATCH_FLOOR and self.vram_units(batch) < wanted_members:
                 batch = _largest_divisor(rollout, batch // 2)
             shrunk = (
                 f", halved until {wanted_members} units fit in the GPU's memory"
@@ -842,7 +951,68 @@ class _Resolver:
             "--force to run it anyway"
         )
 
+    def calibrated_split(
+        self, n_envs: int, n_steps: int, batch: int, ram_member: int
+    ) -> dict[str, Any] | None:
+        """The calibrated split for this unit shape on this machine (see
+        :mod:`engine.train.calibration`): of the measured torch-thread counts, the one whose
+        units in flight here (min of the run's units, the CPU, RAM and thread-limit bounds at
+        that count) times its measured per-unit rate is largest. None, and the reason for the
+        plan, when there is no matching calibration."""
+        from engine.train import calibration
+
+        if self.calibrations is None:
+            self.calibration_why = "not calibrated (the machine is assumed, not measured here)"
+            return None
+        key = calibration.unit_key(
+            usable_cpus=self.machine.usable_cpus,
+            algorithm=self.algorithm,
+            net_arch=self.net_arch,
+            lstm=self.lstm.to_dict() if self.lstm else None,
+            obs_size=self.obs,
+            n_envs=n_envs,
+            n_steps=n_steps,
+            batch_size=batch,
+        )
+        entry = calibration.find(self.calibrations, key) if self.obs_known else None
+        if entry is None:
+            self.calibration_why = (
+                self.calibration_note + "; " if self.calibration_note else ""
+            ) + "not calibrated for this unit shape here (ploutos plan --calibrate measures it)"
+            return None
+        options = []
+        for split in entry.get("splits", ()):
+            t, rate = int(split["torch_threads"]), float(split["per_unit_fps"])
+            k = min(
+                max(1, self.units.count),
+                self.cpu_bound(t),
+                self.ram_bound(ram_member),
+                self.thread_bound(t, "cpu") or self.units.count,
+            )
+            options.append({"torch_threads": t, "units": max(1, k), "estimate": k * rate, **split})
+        if not options:
+            return None
+        best = max(options, key=lambda o: (o["estimate"], -o["torch_threads"]))
+        shown = "; ".join(
+            f"{o['torch_threads']} x {o['units']} units -> ~{o['estimate']:,.0f}"
+            for o in sorted(options, key=lambda o: o["torch_threads"])
+        )
+        self.calibrated = {
+            **best,
+            "measured_at": entry.get("measured_at"),
+            "reason": (
+                f"auto: calibrated here {str(entry.get('measured_at', ''))[:10]} (per-unit "
+                f"timesteps/s measured with that many units at once; torch threads x units "
+                f"in flight -> aggregate timesteps/s: {shown}) -> {best['torch_threads']}, the "
+                "most timesteps per second"
+            ),
+        }
+        return self.calibrated
+
     def torch_threads(self, device: str, pm: int) -> int:
+        if self.calibrated is not None:
+            self.reasons["torch_threads"] = self.calibrated["reason"]
+            return int(self.calibrated["torch_threads"])
         if self.spec.torch_threads != "auto":
             self.reasons["torch_threads"] = (
                 f"{self._fixed('torch_threads')} sets {self.spec.torch_threads}"
@@ -859,11 +1029,32 @@ class _Resolver:
         while tt > 1 and (self.thread_bound(tt, device) or pm) < pm:
             tt -= 1
             note = ", lowered to fit the thread limit"
+        why = self.calibration_why
         self.reasons["torch_threads"] = (
             f"auto: spare cores go to torch: max(1, min({TORCH_THREADS_MAX}, {usable} usable "
             f"CPUs // {_plural(pm, 'unit')} - 1 env-stepping thread)) -> {tt}{note}"
+            + (f"; a rule of thumb, {why}" if why else "")
         )
         return tt
+
+    def gpu_slots(self, pm: int, batch: int) -> tuple[tuple[int, int], ...]:
+        """``(GPU index, units at most on it)`` per usable GPU: ``pm`` units dealt round-robin
+        to the GPUs that still have VRAM room, so they spread evenly (a GPU that holds fewer
+        gets fewer); a fixed ``parallel_members`` above the VRAM bound (warned about) is dealt
+        round-robin over all of them."""
+        gpus = self.machine.usable_gpus
+        room = self.vram_per_gpu(batch)
+        dealt = [0] * len(gpus)
+        for _ in range(pm):
+            open_ = [i for i in range(len(gpus)) if dealt[i] < room[i]] or list(range(len(gpus)))
+            dealt[min(open_, key=lambda i: (dealt[i], i))] += 1
+        shown = ", ".join(f"GPU {g.index}: {n}" for g, n in zip(gpus, dealt, strict=True))
+        self.reasons["gpu_slots"] = (
+            f"{_plural(pm, 'unit')} over {_plural(len(gpus), 'usable GPU')} ({shown}), each "
+            "worker on one GPU (CUDA_VISIBLE_DEVICES), the least loaded first; no CPU units "
+            "beside them (not measured to shorten a run)"
+        )
+        return tuple((g.index, n) for g, n in zip(gpus, dealt, strict=True) if n)
 
     def resolve(self) -> HardwarePlan:
         m = self.machine
@@ -874,9 +1065,15 @@ class _Resolver:
         if n_envs * n_steps < 2:
             raise ConfigError("n_envs x n_steps must be at least 2 (PPO needs a batch of 2)")
 
-        # Members are sized with the fixed torch threads, or 1 (spare cores go to torch after).
+        # Members are sized with the fixed torch threads, the calibrated ones, or 1 (spare cores
+        # go to torch after).
         tt = int(self.spec.torch_threads) if self.spec.torch_threads != "auto" else 1
-        ram_member = member_ram_bytes(n_envs, n_steps, self.obs, self.algorithm, device)
+        ram_member = member_ram_bytes(n_envs, n_steps, self.obs, self.algorithm, device, self.lstm)
+        if device == "cpu" and self.spec.torch_threads == "auto":
+            cpu_batch = self.batch_size(device, fallback, n_envs, n_steps, 1)  # pm-independent
+            calibrated = self.calibrated_split(n_envs, n_steps, cpu_batch, ram_member)
+            if calibrated is not None:
+                tt = int(calibrated["torch_threads"])
         limited = m.ram_limit_bytes is not None and m.ram_limit_bytes < m.ram_total_bytes
         bounds = {
             "units": max(1, self.units.count),
@@ -903,14 +1100,27 @@ class _Resolver:
 
         batch = self.batch_size(device, fallback, n_envs, n_steps, wanted)
         if device == "cuda":
-            gpu = m.usable_gpus[0]
-            vram_member = member_vram_bytes(batch, self.net_arch, self.obs, self.algorithm)
-            bounds["VRAM"] = max(1, self.vram_budget() // vram_member)
+            vram_member = self.vram_member(batch)
+            per_gpu = self.vram_per_gpu(batch)
+            bounds["VRAM"] = max(1, sum(per_gpu))
+            gpus = m.usable_gpus
+            if len({g.memory_total_bytes for g in gpus}) == 1:  # alike: say it once
+                each_gpu = (f"{len(gpus)} x " if len(gpus) > 1 else "") + (
+                    f"({VRAM_FRACTION:g} x {_gib(gpus[0].memory_total_bytes)} of GPU "
+                    f"{','.join(str(g.index) for g in gpus)} // ~{_gib(vram_member)} = "
+                    f"{per_gpu[0]})"
+                )
+            else:
+                each_gpu = " + ".join(
+                    f"({VRAM_FRACTION:g} x {_gib(g.memory_total_bytes)} of GPU {g.index} // "
+                    f"~{_gib(vram_member)} = {n})"
+                    for g, n in zip(gpus, per_gpu, strict=True)
+                )
             details["VRAM"] = (
-                f"{VRAM_FRACTION:g} x {_gib(gpu.memory_total_bytes)} of GPU {gpu.index} // "
-                f"~{_gib(vram_member)} each (CUDA context {CUDA_CONTEXT_BYTES // MiB} MiB + "
-                f"batch {batch} through net {'x'.join(map(str, self.net_arch))}, "
-                f"{self._obs_note()})"
+                f"{each_gpu} (each unit: CUDA context {CUDA_CONTEXT_BYTES // MiB} MiB + "
+                f"batch {batch} through net {'x'.join(map(str, self.net_arch))}"
+                + (f", LSTM {self.lstm.hidden} x {self.lstm.layers}" if self.lstm else "")
+                + f", {self._obs_note()})"
             )
         pm = self.parallel_members(bounds, details, wanted)
         self.check_ram(pm, bounds["RAM"], ram_member)
@@ -938,11 +1148,7 @@ class _Resolver:
             + (f" + {CUDA_EXTRA_THREADS} CUDA driver" if device == "cuda" else "")
             + f" + 1 reader) + {ORCHESTRATOR_THREADS} orchestrator; BLAS/OpenMP pools capped"
         )
-        if device == "cuda" and len(m.usable_gpus) > 1:
-            self.warnings.append(
-                f"{len(m.usable_gpus)} GPUs: the memory plan assumes every unit shares GPU "
-                f"{m.usable_gpus[0].index}"
-            )
+        slots = self.gpu_slots(pm, batch) if device == "cuda" else ()
         return HardwarePlan(
             profile=self.profile,
             n_envs=n_envs,
@@ -951,11 +1157,24 @@ class _Resolver:
             parallel_members=pm,
             torch_threads=tt,
             device=device,
-            reasons={k: self.reasons[k] for k in (*FIELDS, "planned_threads")},
+            reasons={
+                k: self.reasons[k]
+                for k in (*FIELDS, "planned_threads", "gpu_slots")
+                if k in self.reasons
+            },
             planned_threads=planned_threads(pm, tt, device),
             machine=m.summary(),
             warnings=tuple(self.warnings),
+            gpu_slots=slots,
             inputs={
+                "calibration": (
+                    None
+                    if self.calibrated is None
+                    else {
+                        k: self.calibrated.get(k)
+                        for k in ("torch_threads", "units", "estimate", "measured_at")
+                    }
+                ),
                 "ensemble": self.ensemble,
                 "folds": self.units.folds,
                 "units": self.units.count,
@@ -963,8 +1182,35 @@ class _Resolver:
                 "algorithm": self.algorithm,
                 "net_arch": list(self.net_arch),
                 "obs_size": self.obs if self.obs_known else None,
+                "lstm": self.lstm.to_dict() if self.lstm else None,
             },
         )
+
+
+def unit_gpu_environ(
+    plan: Mapping[str, Any], gpu_index: int, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The variables that give one worker exactly GPU ``gpu_index`` (an NVML index from the
+    plan's ``gpu_slots``; ``plan`` as :meth:`HardwarePlan.to_dict` writes it): set in the
+    worker before CUDA starts, so its ``cuda`` is that GPU.
+
+    Without ``CUDA_VISIBLE_DEVICES`` in ``environ`` (default: this process's), the NVML index
+    with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (NVML's order; CUDA's default order puts the fastest
+    GPU first). With it, the trainer's own entry for that GPU, as the user wrote it (an index or
+    a UUID), so a restriction the user made is kept.
+    """
+    environ = os.environ if environ is None else environ
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": str(gpu_index)}
+    order = [int(g["index"]) for g in (plan.get("machine") or {}).get("gpus", ())]
+    tokens = [t.strip() for t in visible.split(",")]
+    if gpu_index not in order or order.index(gpu_index) >= len(tokens):
+        raise ConfigError(
+            f"GPU {gpu_index} of the plan is not among CUDA_VISIBLE_DEVICES={visible!r}; "
+            "plan the run again in the environment that trains it"
+        )
+    return {"CUDA_VISIBLE_DEVICES": tokens[order.index(gpu_index)]}
 
 
 # --------------------------------------------------------------------------- checks and display
@@ -1054,6 +1300,9 @@ def format_plan(plan: HardwarePlan, width: int = 100) -> str:
     rows.append(
         ("planned threads", str(plan.planned_threads), plan.reasons.get("planned_threads", ""))
     )
+    if plan.gpu_slots:
+        shown = ",".join(f"{i}:{n}" for i, n in plan.gpu_slots)
+        rows.append(("gpu slots", shown, plan.reasons.get("gpu_slots", "")))
     key_w = max(len(r[0]) for r in rows)
     val_w = max(len(r[1]) for r in rows)
     indent = " " * (2 + key_w + 2 + val_w + 2)

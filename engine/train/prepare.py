@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,7 @@ def plan_for(
     folds: int | None = None,
     source: str = "config",
     before_build: Callable[[], None] | None = None,
+    overrides: Mapping[str, int | str | None] | None = None,
 ) -> HardwarePlan:
     """The hardware plan of a config (the one resolver, with this config's sizes); ``machine``
     defaults to this one, probed; ``hardware_file`` and ``force`` as in ``resolve_plan``.
@@ -73,9 +74,14 @@ def plan_for(
     refused by ``prepare_run``; a config where no fold fits plans 0 units with a warning.
     ``source`` names the config file in messages; ``before_build`` runs before the features
     are loaded to count the folds (built there on first use), as in ``dataset_observation_size``.
+    ``overrides``: hardware settings replacing the profile's (as ``resolve_plan``). On this
+    machine (``machine`` None) the calibration file is read for the torch threads
+    (:mod:`engine.train.calibration`).
     """
-    from engine.train.plan import resolve_plan
+    from engine.train import calibration
+    from engine.train.plan import LstmShape, resolve_plan
 
+    calibrations, calibration_note = calibration.load() if machine is None else (None, "")
     note = ""
     if folds is None:
         folds, note = _count_folds(cfg, source, before_build)
@@ -90,6 +96,10 @@ def plan_for(
         force=force,
         folds=folds,
         folds_note=note,
+        lstm=LstmShape.from_config(cfg.training.recurrent),
+        overrides=overrides,
+        calibrations=calibrations,
+        calibration_note=calibration_note,
     )
 
 

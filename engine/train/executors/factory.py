@@ -43,4 +43,4 @@ def make_executor(
             features_path=features_path,
             address=cfg.ray_address,
         )
-    return LocalExecutor(slots)
+    return LocalExecutor(slots, plan=plan)

@@ -1,6 +1,9 @@
 """The local executor: each unit in its own worker process on this machine (a crash in one member
 cannot take the others down), forked from the trainer's forkserver (``procs.trainer_context``),
 which has torch and stable-baselines3 already imported.
+
+On a cuda plan with ``gpu_slots`` each worker gets one GPU (:class:`GpuSlots`: the least loaded
+of the plan's GPUs) through ``CUDA_VISIBLE_DEVICES``, set in the worker before CUDA starts.
 """
 
 from __future__ import annotations
@@ -10,18 +13,23 @@ import os
 import queue as queue_mod
 import signal
 import traceback
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.system.limits import memory_hint
 from engine.system.procs import die_with_parent, trainer_context
 from engine.train.executors.base import Message, UnitKey, UnitTask
+from engine.train.plan import unit_gpu_environ
 from engine.train.units import UNITS, FoldTask, MemberTask, UnitStopped, task_from_dict
 
 
-def _worker_main(kind: str, task_data: dict[str, Any], out: Any) -> None:
+def _worker_main(
+    kind: str, task_data: dict[str, Any], out: Any, environ: dict[str, str] | None = None
+) -> None:
     die_with_parent()
+    # Before anything touches CUDA (the forkserver imported torch but never started CUDA).
+    os.environ.update(environ or {})
     # The parent is the forkserver, which exits when the trainer dies: a changed parent means
     # the trainer is gone.
     parent_pid = os.getppid()
@@ -75,16 +83,49 @@ class _Running:
     task: MemberTask | FoldTask
     process: Any
     finished: bool = False
+    gpu: int | None = None
+
+
+class GpuSlots:
+    """Which GPU the next worker gets: of the plan's ``gpu_slots`` ``(index, units)``, the one
+    whose share is least used (GPUs below their share first; ties to the lower index)."""
+
+    def __init__(self, slots: Sequence[Sequence[int]]) -> None:
+        self.share = {int(i): int(n) for i, n in slots}
+        self.running = dict.fromkeys(self.share, 0)
+
+    def take(self) -> int | None:
+        """The GPU for one more worker, counted as running there; None without GPU slots."""
+        if not self.share:
+            return None
+        free = [i for i in self.share if self.running[i] < self.share[i]] or list(self.share)
+        gpu = min(free, key=lambda i: (self.running[i] / max(1, self.share[i]), i))
+        self.running[gpu] += 1
+        return gpu
+
+    def release(self, gpu: int | None) -> None:
+        if gpu is not None and self.running.get(gpu, 0) > 0:
+            self.running[gpu] -= 1
 
 
 class LocalExecutor:
-    """Runs units in worker processes on this machine, at most ``max_parallel`` at once."""
+    """Runs units in worker processes on this machine, at most ``max_parallel`` at once.
 
-    def __init__(self, max_parallel: int) -> None:
+    ``plan``: the run's hardware plan (a dict); its ``gpu_slots`` place the workers on GPUs.
+    """
+
+    def __init__(self, max_parallel: int, plan: dict[str, Any] | None = None) -> None:
         self.max_parallel = max(1, int(max_parallel))
         self.ctx = trainer_context()
         self.queue = self.ctx.Queue()
         self._running: dict[UnitKey, _Running] = {}
+        self.plan = dict(plan or {})
+        on_gpu = self.plan.get("device") == "cuda"
+        self.gpus = GpuSlots(self.plan.get("gpu_slots") or () if on_gpu else ())
+
+    def worker_environ(self, gpu: int | None) -> dict[str, str]:
+        """What a worker on ``gpu`` adds to its environment (nothing on cpu)."""
+        return {} if gpu is None else unit_gpu_environ(self.plan, gpu)
 
     def has_room(self) -> bool:
         return len(self._running) < self.max_parallel
@@ -96,15 +137,17 @@ class LocalExecutor:
         if not isinstance(task, (MemberTask, FoldTask)):
             raise TypeError(f"not a unit task: {task!r}")
         data = {k: v for k, v in asdict(task).items()}
+        gpu = self.gpus.take()
         process = self.ctx.Process(
             target=_worker_main,
-            args=(task.kind, data, self.queue),
+            args=(task.kind, data, self.queue, self.worker_environ(gpu)),
             name=f"ploutos-{task.kind}-{task.key[1]}-{task.key[2]}",
             daemon=False,
         )
         try:
             process.start()
         except (EOFError, ConnectionError) as err:
+            self.gpus.release(gpu)
             # The forkserver died: with an address-space limit that is the preload of torch
             # running out of memory (its traceback went to our stderr, the pipe says only EOF).
             hint = memory_hint(MemoryError())
@@ -116,7 +159,10 @@ class LocalExecutor:
             raise RuntimeError(
                 "the worker processes' forkserver died; its traceback is in the trainer's output"
             ) from err
-        self._running[task.key] = _Running(task, process)
+        except BaseException:
+            self.gpus.release(gpu)
+            raise
+        self._running[task.key] = _Running(task, process, gpu=gpu)
 
     def poll(self, timeout: float) -> list[Message]:
         """Messages from workers; a worker that died without saying so becomes an ``error`` with
@@ -149,6 +195,7 @@ class LocalExecutor:
                 code = run.process.exitcode
                 error = {"error": f"worker process exited with code {code}"}
                 out.append(Message("error", key, error))
+            self.gpus.release(run.gpu)
             del self._running[key]
         return out
 

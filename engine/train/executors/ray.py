@@ -216,11 +216,14 @@ class RayExecutor:
             .remote()
         )
         cpus = 1 + int(plan.get("torch_threads", 1))
-        gpus = 1.0 / self.max_parallel if plan.get("device") == "cuda" else 0
+        # A share of one GPU per unit: as many units per GPU as the plan put on its busiest one
+        # (Ray then gives each task its GPU through CUDA_VISIBLE_DEVICES).
+        per_gpu = max((int(n) for _i, n in plan.get("gpu_slots") or ()), default=self.max_parallel)
+        gpus = 1.0 / max(1, per_gpu) if plan.get("device") == "cuda" else 0
         self.remote = ray.remote(
             num_cpus=cpus, num_gpus=gpus, max_retries=self.MAX_RETRIES, retry_exceptions=False
         )(run_member_on_ray)
-        self.local = LocalExecutor(self.max_parallel)
+        self.local = LocalExecutor(self.max_parallel, plan=plan)
         self._running: dict[UnitKey, UnitTask] = {}
         self._members: dict[Any, MemberTask] = {}  # object ref -> task
 
