@@ -667,6 +667,7 @@ def _bench_walkforward(args: argparse.Namespace) -> int:
         timesteps_per_unit=args.timesteps,
         obs_size=args.obs_size,
         profile=args.hardware,
+        policy_repeats=args.policy_repeats,
     )
     print(json.dumps(result, default=str) if args.json else format_walkforward(result))
     return 0
@@ -855,6 +856,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bwf.add_argument(
         "--obs-size", type=int, help="observation size to bench instead of the config's"
+    )
+    bwf.add_argument(
+        "--policy-repeats",
+        type=int,
+        default=1,
+        help="RecurrentPPO units alone with sb3-contrib's stock LSTM policy and with ours, "
+        "interleaved, this many of each (medians reported; default 1)",
     )
     bwf.add_argument("--hardware", help="hardware profile; default: the config's")
     bwf.set_defaults(func=_bench_walkforward)

@@ -63,8 +63,7 @@ def calibrate(
     ``save_to``: the calibration file (default :func:`engine.train.calibration.calibration_path`).
     Workers come from a forkserver: a script calling this must guard its entry point.
     """
-    from engine.bench.markets import synthetic_market
-    from engine.bench.walkforward import _run_units, market_shape
+    from engine.bench.walkforward import _run_units, market_shape, write_market
     from engine.system.procs import trainer_context
     from engine.train import calibration
     from engine.train.plan import probe_machine
@@ -95,11 +94,7 @@ def calibrate(
     splits = []
     ctx = trainer_context()
     with tempfile.TemporaryDirectory(prefix="ploutos-calibrate-") as tmp:
-        features, prices = synthetic_market(shape.bars, shape.tickers, shape.n_features, seed)
-        features_path, prices_path = Path(tmp) / "features.npy", Path(tmp) / "prices.npy"
-        np.save(features_path, features)
-        np.save(prices_path, prices)
-        del features, prices
+        features_path, prices_path = write_market(Path(tmp), shape, seed)
         for t in wanted:
             plan = plan_for(
                 cfg,

@@ -17,7 +17,7 @@ every ``subproc`` worker is a fresh interpreter importing torch and SB3, seconds
 
 Start method of ``subproc``: ``spawn``. Each worker is a fresh interpreter whose environment is
 ``os.environ`` at the moment it is created, so the thread caps of
-:func:`engine.system.threads.pool_settings`, set around its creation, surely reach it. ``forkserver``
+:func:`engine.system.threads.pool_environ`, set around its creation, surely reach it. ``forkserver``
 (SB3's default on Linux) forks workers from a server that keeps the environment of whoever first
 started it, possibly without the caps; ``fork`` after torch has started its thread pools can copy
 locks held by other threads into the child and deadlock. Spawn costs little more than forkserver
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 import statistics
 import tempfile
 import time
@@ -51,7 +50,7 @@ from engine.env.portfolio import PortfolioEnvConfig, PortfolioTradingEnv
 from engine.env.vec_env import BatchedPortfolioVecEnv
 from engine.errors import ConfigError
 from engine.system.limits import usable_cpus
-from engine.system.threads import pool_settings
+from engine.system.threads import pool_environ
 
 __all__ = ["LAYOUTS", "START_METHOD", "bench_train"]
 
@@ -96,22 +95,6 @@ class _RolloutTimer(BaseCallback):
 
 
 @contextlib.contextmanager
-def _pool_environ() -> Iterator[None]:
-    """``os.environ`` carries the sanitized thread caps inside the block, restored after."""
-    settings = pool_settings(_TORCH_THREADS)
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@contextlib.contextmanager
 def _torch_threads(threads: int) -> Iterator[None]:
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -128,7 +111,7 @@ def _build(layout: str, n_envs: int, factory: _MappedEnvFactory) -> VecEnv:
         return BatchedPortfolioVecEnv(features, prices, n_envs, factory.config)
     if layout == "dummy":
         return DummyVecEnv([factory] * n_envs)
-    with _pool_environ():  # spawn: the workers copy os.environ as it is now
+    with pool_environ(_TORCH_THREADS):  # spawn: the workers copy os.environ as it is now
         return SubprocVecEnv([factory] * n_envs, start_method=START_METHOD)
 
 

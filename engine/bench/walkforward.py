@@ -11,7 +11,10 @@ every unit for the same short number of timesteps in real worker processes, and 
 - ``planned``: the plan's units in flight (``parallel_members``, sized from folds x ensemble)
   training at once, their aggregate timesteps/s;
 - ``old_cap``: the same with units in flight capped at the ensemble size, as before folds trained
-  side by side (the plan resolved with the run counted as one fold).
+  side by side (the plan resolved with the run counted as one fold);
+- for RecurrentPPO, ``policy_variants``: one unit alone built with sb3-contrib's stock
+  ``MlpLstmPolicy`` against one built with ours (:mod:`engine.train.recurrent`, what training
+  builds: the LSTM in one call over a batch with episode starts), interleaved in the same run.
 
 Layouts with the same units in flight and torch threads are one run, said by ``same_run_as``
 (on a 2-core machine all three are usually one unit alone).
@@ -40,16 +43,14 @@ and SB3 preloaded, as the local executor starts them), cap every BLAS/OpenMP poo
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import queue
 import statistics
 import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,7 @@ __all__ = [
     "ALGORITHMS",
     "ARITHMETIC_LABEL",
     "DEFAULT_CONFIG",
+    "POLICIES",
     "MEASURED_LABEL",
     "MarketShape",
     "bench_rollout",
@@ -89,6 +91,20 @@ BARRIER_TIMEOUT_S = 600.0  # workers waiting for the slowest to build its model
 MEASURED_LABEL = "measured on this machine"
 ARITHMETIC_LABEL = "arithmetic projection, not measured"
 LAYOUTS: tuple[str, ...] = ("alone", "planned", "old_cap")
+# The policy a unit is built with, for build_model: ours (None: training's own, for RecurrentPPO
+# engine.train.recurrent.RecurrentLstmPolicy) or sb3-contrib's stock LSTM policy.
+POLICIES: dict[str, str | None] = {"ours": None, "stock": "MlpLstmPolicy"}
+# Figures of a policy variant: medians over its repeats (each one unit alone).
+VARIANT_KEYS: tuple[str, ...] = (
+    "per_unit_fps",
+    "learn_s",
+    "rollout_s",
+    "train_s",
+    "gradient_share",
+    "gradient_gflops",
+    "train_s_per_update_with_episode_starts",
+    "train_s_per_update_without",
+)
 
 
 # --------------------------------------------------------------------------- FLOPs and the peak
@@ -222,6 +238,18 @@ def market_shape(
     return MarketShape(tickers, n_features, lookback, bars, obs_size_asked=obs_size)
 
 
+def write_market(folder: Path, shape: MarketShape, seed: int) -> tuple[Path, Path]:
+    """The synthetic market of ``shape`` saved as ``features.npy`` and ``prices.npy`` in
+    ``folder`` (the unit workers memory-map them); their paths."""
+    from engine.bench.markets import synthetic_market
+
+    features, prices = synthetic_market(shape.bars, shape.tickers, shape.n_features, seed)
+    features_path, prices_path = folder / "features.npy", folder / "prices.npy"
+    np.save(features_path, features)
+    np.save(prices_path, prices)
+    return features_path, prices_path
+
+
 def config_for(cfg: PloutosConfig, algorithm: str) -> PloutosConfig:
     """``cfg`` training ``algorithm`` instead, everything else the same; for ``ppo`` the
     ``recurrent`` section (refused with ppo unless at its defaults) goes back to its defaults."""
@@ -320,7 +348,7 @@ def _unit_worker(spec: dict[str, Any], barrier: Any, out: Any) -> None:
         from engine.config import PloutosConfig
         from engine.env.vec_env import BatchedPortfolioVecEnv
         from engine.train.plan import HardwarePlan
-        from engine.train.units import _env_config, _torch_settings, build_model
+        from engine.train.units import build_model, env_config, torch_settings
 
         cfg = PloutosConfig.model_validate(spec["config"])
         plan = replace(
@@ -328,19 +356,20 @@ def _unit_worker(spec: dict[str, Any], barrier: Any, out: Any) -> None:
             n_steps=spec["n_steps"],
             torch_threads=spec["torch_threads"],
         )
-        _torch_settings(torch, plan.torch_threads)
+        torch_settings(torch, plan.torch_threads)
         features = np.load(spec["features_path"], mmap_mode="r")
         prices = np.load(spec["prices_path"], mmap_mode="r")
-        env_config = _env_config(cfg, (0, int(features.shape[0])))
+        env_cfg = env_config(cfg, (0, int(features.shape[0])))
         venv = BatchedPortfolioVecEnv(
             features,
             prices,
             plan.n_envs,
-            env_config,
+            env_cfg,
             seed=spec["seed"],
-            fill_prices=None if env_config.fill == "close" else prices,  # opens = closes
+            fill_prices=None if env_cfg.fill == "close" else prices,  # opens = closes
         )
-        model = build_model(cfg, plan, venv, spec["seed"])
+        model = build_model(cfg, plan, venv, spec["seed"], policy=POLICIES[spec["policy"]])
+        policy_class = type(model.policy)
         timer = _Timer(model)
         weights = policy_matmul_weights(model.policy)
         barrier.wait(BARRIER_TIMEOUT_S)
@@ -365,6 +394,7 @@ def _unit_worker(spec: dict[str, Any], barrier: Any, out: Any) -> None:
                 "weights": weights,
                 "torch_threads": torch.get_num_threads(),
                 "rollout": plan.n_envs * plan.n_steps,
+                "policy": f"{policy_class.__module__}.{policy_class.__qualname__}",
             }
         )
     except threading.BrokenBarrierError:
@@ -372,25 +402,6 @@ def _unit_worker(spec: dict[str, Any], barrier: Any, out: Any) -> None:
     except BaseException as err:  # noqa: BLE001 - every failure must reach the parent
         message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
         out.put({"unit": unit, "error": message, "traceback": traceback.format_exc()})
-
-
-@contextlib.contextmanager
-def _pool_environ() -> Iterator[None]:
-    """``os.environ`` with every BLAS/OpenMP pool capped at 1 inside the block (restored after):
-    a forkserver started here keeps it for its workers."""
-    from engine.system.threads import pool_settings
-
-    settings = pool_settings(1)
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _run_units(ctx: Any, spec: dict[str, Any], k: int, torch_threads: int) -> list[dict[str, Any]]:
@@ -403,7 +414,9 @@ def _run_units(ctx: Any, spec: dict[str, Any], k: int, torch_threads: int) -> li
         unit_spec = {**spec, "unit": unit, "seed": spec["seed"] + unit}
         unit_spec["torch_threads"] = torch_threads
         procs.append(ctx.Process(target=_unit_worker, args=(unit_spec, barrier, out), daemon=True))
-    with _pool_environ():
+    from engine.system.threads import pool_environ
+
+    with pool_environ(1):  # a forkserver started here keeps it for its workers
         for proc in procs:
             proc.start()
     reports: dict[int, dict[str, Any]] = {}
@@ -480,6 +493,7 @@ def _layout_figures(reports: list[dict[str, Any]], peak_gflops: float) -> dict[s
         "gradient_gflops_vs_peak": round(per_unit_gflops / peak_gflops, 4),
         "aggregate_gradient_gflops": round(sum(flops) / wall / 1e9, 3),
         "per_unit_fps_runs": [round(v, 1) for v in fps],
+        "policy": reports[0]["policy"],
         "updates": [
             {"rollout_s": round(u["rollout_s"], 3), "train_s": round(u["train_s"], 3)}
             | {"episode_starts": u["starts"]}
@@ -513,6 +527,52 @@ def _measure_layouts(
         layouts[name] = _layout_figures(_run_units(ctx, unit_spec, k, plan.torch_threads), peak)
         runs[key] = name
     return layouts
+
+
+def _variant_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A policy variant's figures: medians of :data:`VARIANT_KEYS` over its runs (each an
+    ``alone`` layout's figures), and each run's per-unit rate."""
+    out: dict[str, Any] = {"policy": runs[0]["policy"], "repeats": len(runs)}
+    for key in VARIANT_KEYS:
+        values = [r[key] for r in runs if r[key] is not None]
+        out[key] = round(statistics.median(values), 3) if values else None
+    out["per_unit_fps_runs"] = [r["per_unit_fps"] for r in runs]
+    return out
+
+
+def _measure_policy_variants(
+    ctx: Any,
+    spec: dict[str, Any],
+    plan: HardwarePlan,
+    ours_alone: dict[str, Any],
+    peak: float,
+    repeats: int,
+) -> dict[str, Any]:
+    """RecurrentPPO's unit alone with sb3-contrib's stock ``MlpLstmPolicy`` against ours, in the
+    same run: ``repeats`` rounds of stock then ours, the first ours being the ``alone`` layout
+    just measured (``ours_alone``), so load on the machine hits both alike."""
+    rollouts = bench_rollout(plan, spec["episode_length"], spec["timesteps_asked"])
+    unit_spec = {**spec, "plan": plan.to_dict(), "n_steps": rollouts["n_steps"]}
+    unit_spec["timesteps"] = rollouts["timesteps"]
+
+    def alone(policy: str) -> dict[str, Any]:
+        reports = _run_units(ctx, {**unit_spec, "policy": policy}, 1, plan.torch_threads)
+        return _layout_figures(reports, peak)
+
+    runs: dict[str, list[dict[str, Any]]] = {"stock": [], "ours": [ours_alone]}
+    for repeat in range(repeats):
+        runs["stock"].append(alone("stock"))
+        if repeat:
+            runs["ours"].append(alone("ours"))
+    stock, ours = _variant_figures(runs["stock"]), _variant_figures(runs["ours"])
+    return {
+        "stock": stock,
+        "ours": ours,
+        "ours_over_stock_fps": round(ours["per_unit_fps"] / stock["per_unit_fps"], 3),
+        "stock_over_ours_train_s": round(stock["train_s"] / ours["train_s"], 3)
+        if ours["train_s"]
+        else None,
+    }
 
 
 # --------------------------------------------------------------------------- the projection
@@ -607,7 +667,11 @@ def _assumed_projection(
 
 
 def _check_args(
-    timesteps: int | None, algorithms: Sequence[str], matmul_size: int, repeats: int
+    timesteps: int | None,
+    algorithms: Sequence[str],
+    matmul_size: int,
+    repeats: int,
+    policy_repeats: int = 1,
 ) -> None:
     unknown = [a for a in algorithms if a not in ALGORITHMS]
     checks = [
@@ -615,6 +679,7 @@ def _check_args(
         (len(algorithms) >= 1 and len(set(algorithms)) == len(algorithms), "algorithms: once each"),
         (timesteps is None or timesteps >= 1, "timesteps per unit must be >= 1"),
         (matmul_size >= 1 and repeats >= 1, "matmul size and repeats must be >= 1"),
+        (policy_repeats >= 1, "policy repeats must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:
@@ -634,6 +699,7 @@ def bench_walkforward(
     machine: MachineInfo | None = None,
     matmul_size: int = MATMUL_SIZE,
     matmul_repeats: int = MATMUL_REPEATS,
+    policy_repeats: int = 1,
 ) -> dict[str, Any]:
     """Measure units of the config's walk-forward here and project the real run's wall time.
 
@@ -654,6 +720,8 @@ def bench_walkforward(
         machine: the machine the plans are resolved for (default: this one, probed); the units
             always run here.
         matmul_size, matmul_repeats: the peak measurement (:func:`matmul_peak`).
+        policy_repeats: RecurrentPPO's units alone with the stock sb3-contrib policy and with
+            ours, interleaved, this many of each (``policy_variants``).
 
     Returns a JSON-ready dict:
 
@@ -675,12 +743,20 @@ def bench_walkforward(
       none), ``epochs``, ``matmul_weights``, ``gradient_flops``, ``gradient_gflops``,
       ``matmul_peak_gflops``, ``gradient_gflops_vs_peak``, ``aggregate_gradient_gflops``,
       ``per_unit_fps_runs``, ``updates`` (the first unit's ``rollout_s``, ``train_s`` and
-      ``episode_starts`` per update) and ``same_run_as``; ``projection``: ``this_machine``
+      ``episode_starts`` per update), ``policy`` (the class the units were built with) and
+      ``same_run_as``; ``projection``: ``this_machine``
       (``label`` :data:`MEASURED_LABEL`; ``planned`` and ``old_cap``, :func:`project_wall_time`
       of the measured aggregate rates; ``wall_ratio_old_cap_over_planned``) and, with
       ``assume``, ``assumed`` (``label`` :data:`ARITHMETIC_LABEL`, its ``assumptions``, the
-      same two and their ratio);
-    - with both algorithms, ``comparison``: ``ppo_over_recurrent_fps`` (alone) and
+      same two and their ratio); for ``recurrent_ppo``, ``policy_variants``: ``stock``
+      (sb3-contrib's ``MlpLstmPolicy``) and ``ours`` (what training builds,
+      :class:`engine.train.recurrent.RecurrentLstmPolicy`), each one unit alone with the
+      ``alone`` plan, ``policy_repeats`` times interleaved (the first ``ours`` is the ``alone``
+      layout): ``policy``, ``repeats``, the medians of :data:`VARIANT_KEYS` and
+      ``per_unit_fps_runs``; ``ours_over_stock_fps`` and ``stock_over_ours_train_s``;
+    - with both algorithms, ``comparison``: ``ppo_over_recurrent_fps`` (alone, ours),
+      ``ppo_over_recurrent_stock_fps`` and ``ppo_over_recurrent_ours_fps`` (the same against
+      the policy variants' medians) and
       ``recurrent_over_ppo_flops_per_sample``; ``notes``: what the figures leave out.
 
     Workers come from a forkserver: a script calling this must guard its entry point with
@@ -697,7 +773,7 @@ def bench_walkforward(
         first = base_cfg.training.algorithm
         algorithms = (first, *(a for a in ALGORITHMS if a != first))
     algorithms = tuple(algorithms)
-    _check_args(timesteps_per_unit, algorithms, matmul_size, matmul_repeats)
+    _check_args(timesteps_per_unit, algorithms, matmul_size, matmul_repeats, policy_repeats)
     shape = market_shape(base_cfg, obs_size, source)
     machine = probe_machine() if machine is None else machine
     there = assumed_machine(assume) if assume else None
@@ -736,13 +812,7 @@ def bench_walkforward(
         return result["matmul_peak"][key]["gflops"]
 
     with tempfile.TemporaryDirectory(prefix="ploutos-bench-walkforward-") as tmp:
-        from engine.bench.markets import synthetic_market
-
-        features, prices = synthetic_market(shape.bars, shape.tickers, shape.n_features, seed)
-        features_path, prices_path = Path(tmp) / "features.npy", Path(tmp) / "prices.npy"
-        np.save(features_path, features)
-        np.save(prices_path, prices)
-        del features, prices
+        features_path, prices_path = write_market(Path(tmp), shape, seed)
         for algorithm in algorithms:
             cfg = config_for(base_cfg, algorithm)
             plans = plans_for(cfg, machine)
@@ -768,6 +838,7 @@ def bench_walkforward(
                 "features_path": str(features_path),
                 "prices_path": str(prices_path),
                 "seed": seed,
+                "policy": "ours",
             }
             layouts = _measure_layouts(
                 ctx,
@@ -816,6 +887,15 @@ def bench_walkforward(
                 "layouts": layouts,
                 "projection": projection,
             }
+            if algorithm == "recurrent_ppo":
+                result["algorithms"][algorithm]["policy_variants"] = _measure_policy_variants(
+                    ctx,
+                    spec,
+                    plan,
+                    layouts["alone"],
+                    peak_at(plan.torch_threads),
+                    policy_repeats,
+                )
     algos = result["algorithms"]
     if "ppo" in algos and "recurrent_ppo" in algos:
         ppo, rec = algos["ppo"], algos["recurrent_ppo"]
@@ -824,6 +904,15 @@ def bench_walkforward(
                 ppo["layouts"]["alone"]["per_unit_fps"] / rec["layouts"]["alone"]["per_unit_fps"],
                 3,
             ),
+            # the same against the policy variants' medians (stock and ours alike)
+            **{
+                f"ppo_over_recurrent_{name}_fps": round(
+                    ppo["layouts"]["alone"]["per_unit_fps"]
+                    / rec["policy_variants"][name]["per_unit_fps"],
+                    3,
+                )
+                for name in ("stock", "ours")
+            },
             "recurrent_over_ppo_flops_per_sample": round(
                 rec["net"]["matmul_weights"] / ppo["net"]["matmul_weights"], 3
             ),
@@ -872,6 +961,15 @@ def format_walkforward(result: dict[str, Any]) -> str:
             f"{alone['gradient_gflops_vs_peak']:.2f} x the matmul peak "
             f"{alone['matmul_peak_gflops']:.1f} GFLOP/s (torch threads {alone['torch_threads']})"
         )
+        variants = a.get("policy_variants")
+        if variants is not None:
+            stock, ours = variants["stock"], variants["ours"]
+            lines.append(
+                f"  sb3-contrib's stock LSTM policy {stock['per_unit_fps']:,} timesteps/s "
+                f"(gradient phase {stock['train_s']} s) vs ours {ours['per_unit_fps']:,} "
+                f"({ours['train_s']} s): {variants['ours_over_stock_fps']}x (median of "
+                f"{stock['repeats']})"
+            )
         with_starts = alone["train_s_per_update_with_episode_starts"]
         without = alone["train_s_per_update_without"]
         if with_starts is not None and without is not None:

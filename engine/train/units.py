@@ -130,13 +130,24 @@ def build_model(
     seed: int,
     *,
     tensorboard_dir: str | None = None,
+    policy: Any = None,
 ) -> Any:
     """A new, untrained SB3 model of ``cfg.training`` on ``venv`` (what :func:`train_member`
-    trains): ``PPO("MlpPolicy")`` or ``RecurrentPPO("MlpLstmPolicy")`` with
+    trains): ``PPO("MlpPolicy")`` or ``RecurrentPPO`` with
+    :class:`engine.train.recurrent.RecurrentLstmPolicy` (sb3-contrib's ``MlpLstmPolicy`` with
+    its LSTM run in one call over a training batch; same saved format) with
     :func:`model_kwargs`, and ``n_steps``, ``batch_size`` and ``device`` from ``plan``
-    (``n_envs`` is ``venv.num_envs``, which the caller sized from the plan)."""
+    (``n_envs`` is ``venv.num_envs``, which the caller sized from the plan).
+
+    ``policy``: another SB3 policy (a class or SB3's name, e.g. ``"MlpLstmPolicy"``, the stock
+    one ``ploutos bench walkforward`` sets ours against); default the one above."""
     training = cfg.training
-    policy = "MlpLstmPolicy" if training.algorithm == "recurrent_ppo" else "MlpPolicy"
+    if policy is None and training.algorithm == "recurrent_ppo":
+        from engine.train.recurrent import RecurrentLstmPolicy
+
+        policy = RecurrentLstmPolicy
+    elif policy is None:
+        policy = "MlpPolicy"
     return _algorithm_class(training.algorithm)(
         policy,
         venv,
@@ -150,7 +161,10 @@ def build_model(
     )
 
 
-def _env_config(cfg: PloutosConfig, rows: tuple[int, int], *, evaluation: bool = False):
+def env_config(cfg: PloutosConfig, rows: tuple[int, int], *, evaluation: bool = False):
+    """The :class:`~engine.env.portfolio.PortfolioEnvConfig` of ``cfg.env`` on the bars ``rows``:
+    training episodes of ``env.episode_length``; with ``evaluation``, one episode over the whole
+    window and no early stop at ruin."""
     from engine.env.portfolio import PortfolioEnvConfig
 
     return PortfolioEnvConfig(
@@ -217,7 +231,7 @@ def make_member_callback(
     )
 
 
-def _torch_settings(torch: Any, threads: int) -> None:
+def torch_settings(torch: Any, threads: int) -> None:
     """The plan's intra-op threads; and no argument validation in torch distributions: SB3 builds
     one Categorical per ticker per forward pass, and checking their arguments costs more than the
     environment step (profiled in ``ploutos bench train``)."""
@@ -255,7 +269,7 @@ def train_member(
     started = time.monotonic()
     cfg = PloutosConfig.model_validate(task.config)
     plan = HardwarePlan.from_dict(task.plan)
-    _torch_settings(torch, plan.torch_threads)
+    torch_settings(torch, plan.torch_threads)
     fold = Fold.from_dict(task.fold)
     member_dir, ckpt_dir = Path(task.member_dir), Path(task.checkpoint_dir)
     member_dir.mkdir(parents=True, exist_ok=True)
@@ -271,7 +285,7 @@ def train_member(
         features,
         fs.prices[:end],
         plan.n_envs,
-        _env_config(cfg, fold.train_rows),
+        env_config(cfg, fold.train_rows),
         seed=task.seed,
         tradable=fs.tradable[:end],
         fill_prices=_sliced(fs.fill_prices(cfg.env.fill), end),
@@ -391,7 +405,7 @@ def _evaluate_fold(task: FoldTask, report: Report, should_stop: ShouldStop) -> d
     started = time.monotonic()
     cfg = PloutosConfig.model_validate(task.config)
     plan = HardwarePlan.from_dict(task.plan)
-    _torch_settings(torch, plan.torch_threads)
+    torch_settings(torch, plan.torch_threads)
     fold = Fold.from_dict(task.fold)
     if not task.member_dirs:
         raise PloutosError(f"{fold.name}: no finished member to evaluate")
@@ -408,7 +422,7 @@ def _evaluate_fold(task: FoldTask, report: Report, should_stop: ShouldStop) -> d
     if fault(("pause-eval",), str(fold.index)) is not None:
         park(report, should_stop, {"type": "evaluation_paused"})
     check_stop()
-    env_cfg = _env_config(cfg, fold.test_rows, evaluation=True)
+    env_cfg = env_config(cfg, fold.test_rows, evaluation=True)
     per_year = bars_per_year(np.asarray(fs.timestamps))
     vote = cfg.training.vote
     policy = EnsemblePolicy(models, vote=vote)
@@ -519,6 +533,9 @@ def task_from_dict(kind: str, data: dict[str, Any]) -> MemberTask | FoldTask:
     return FoldTask(**data)
 
 
+GPU_VARS = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
+
+
 def worker_thread_report() -> dict[str, Any]:
     """Thread settings in effect in this process, as threadpoolctl and torch see them."""
     from threadpoolctl import threadpool_info
@@ -540,4 +557,6 @@ def worker_thread_report() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads() if torch else None,
         "threadpools": pools,
         "env": {name: os.environ.get(name) for name in THREAD_VARS},
+        # the GPU the executor gave this worker (None on cpu and where nothing was set)
+        "gpu_env": {name: os.environ.get(name) for name in GPU_VARS},
     }

@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-from engine.bench.train import LAYOUTS, START_METHOD, _pool_environ, bench_train
+from engine.bench.train import LAYOUTS, START_METHOD, bench_train
 from engine.errors import ConfigError
-from engine.system.threads import THREAD_VARS
+from engine.system.threads import THREAD_VARS, pool_environ
 
 TINY = {
     "n_envs": 2,
@@ -129,7 +129,7 @@ def test_bad_arguments_are_config_errors(override: dict[str, object]) -> None:
 def test_pool_environ_sets_caps_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "8")
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-    with _pool_environ():
+    with pool_environ(1):  # what bench train sets around its spawned workers
         assert all(os.environ[name] == "1" for name in THREAD_VARS)
     assert os.environ["OMP_NUM_THREADS"] == "8"
     assert "MKL_NUM_THREADS" not in os.environ

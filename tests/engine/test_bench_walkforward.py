@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 import yaml
@@ -67,6 +68,9 @@ TINY_HARDWARE = {
 FOUR_CPUS = MachineInfo(usable_cpus=4, host_cpus=4, ram_total_bytes=64 * GiB)
 ASSUME = "cpus=64,ram=256G"
 TIMESTEPS = 128  # 2 rollouts of 2 envs x 32 steps
+POLICY_REPEATS = 2  # RecurrentPPO alone with the stock policy and ours, twice each
+OURS = "engine.train.recurrent.RecurrentLstmPolicy"
+STOCK = "sb3_contrib.common.recurrent.policies.RecurrentActorCriticPolicy"  # MlpLstmPolicy
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +92,7 @@ def result(tiny):
         hardware_file=hardware,
         machine=FOUR_CPUS,
         matmul_size=64,
+        policy_repeats=POLICY_REPEATS,
     )
 
 
@@ -152,6 +157,37 @@ def test_both_algorithms_are_reported_config_first_with_every_layout(result):
             assert 0 < figures["gradient_share"] < 1
     assert result["matmul_peak"]["1"]["gflops"] > 0
     assert result["comparison"]["recurrent_over_ppo_flops_per_sample"] > 1
+
+
+def test_recurrent_ppo_reports_the_stock_policy_and_ours_side_by_side(result):
+    rec = result["algorithms"]["recurrent_ppo"]
+    assert "policy_variants" not in result["algorithms"]["ppo"]
+    for name in LAYOUTS:  # training's units are built with ours
+        assert rec["layouts"][name]["policy"] == OURS
+    assert result["algorithms"]["ppo"]["layouts"]["alone"]["policy"].endswith(".ActorCriticPolicy")
+    variants = rec["policy_variants"]
+    stock, ours = variants["stock"], variants["ours"]
+    assert (stock["policy"], ours["policy"]) == (STOCK, OURS)
+    assert stock["repeats"] == ours["repeats"] == POLICY_REPEATS
+    assert len(stock["per_unit_fps_runs"]) == len(ours["per_unit_fps_runs"]) == POLICY_REPEATS
+    # the first of ours is the alone layout; the figures are medians of the runs
+    assert ours["per_unit_fps_runs"][0] == rec["layouts"]["alone"]["per_unit_fps"]
+    for figures in (stock, ours):
+        assert figures["per_unit_fps"] == round(statistics.median(figures["per_unit_fps_runs"]), 3)
+        for key in ("train_s", "rollout_s", "train_s_per_update_with_episode_starts"):
+            assert figures[key] > 0, key
+    assert variants["ours_over_stock_fps"] == round(ours["per_unit_fps"] / stock["per_unit_fps"], 3)
+    assert variants["stock_over_ours_train_s"] == round(stock["train_s"] / ours["train_s"], 3)
+    ppo_fps = result["algorithms"]["ppo"]["layouts"]["alone"]["per_unit_fps"]
+    comparison = result["comparison"]
+    assert comparison["ppo_over_recurrent_stock_fps"] == round(ppo_fps / stock["per_unit_fps"], 3)
+    assert comparison["ppo_over_recurrent_ours_fps"] == round(ppo_fps / ours["per_unit_fps"], 3)
+    assert "stock LSTM policy" in format_walkforward(result)
+
+
+def test_policy_repeats_below_one_are_refused(tiny):
+    with pytest.raises(ConfigError, match="policy repeats must be >= 1"):
+        bench_walkforward(tiny[0], hardware_file=tiny[1], policy_repeats=0)
 
 
 def test_reported_gradient_flops_are_six_weights_per_sample_per_epoch_run(result):
@@ -230,12 +266,12 @@ def test_wall_time_worked_example_25_units_of_5m_timesteps():
 
 def _tiny_model(algorithm: str, **recurrent):
     from engine.env.vec_env import BatchedPortfolioVecEnv
-    from engine.train.units import _env_config, build_model
+    from engine.train.units import build_model, env_config
 
     training = {"algorithm": algorithm, "net_arch": [4], "recurrent": recurrent}
     cfg = PloutosConfig.model_validate({"dataset_path": "x", "training": training})
     features, prices = synthetic_market(300, 2, 2, seed=0)  # obs = 1 x 2 x 2 + 2 + 1 = 7
-    config = _env_config(cfg, (0, 300))
+    config = env_config(cfg, (0, 300))
     env = BatchedPortfolioVecEnv(features, prices, 2, config, seed=0, fill_prices=prices)
     return build_model(cfg, _plan(), env, seed=0)
 

@@ -5,6 +5,7 @@ units in flight over them, the local executor gives each worker the least loaded
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,45 @@ def test_the_config_lstm_reaches_the_plan(tmp_path):
     assert plan.inputs["lstm"] == {"hidden": 64, "layers": 2, "critic_lstm": True}
     ppo = plan_for(resolved_config(ROOT / "config" / "demo.yaml"), "laptop", 556, machine, folds=1)
     assert ppo.inputs["lstm"] is None
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.timeout(600)
+def test_a_run_on_two_gpus_starts_each_member_on_its_own_gpu(demo_config, tmp_path):
+    """A real demo run whose plan puts one unit on each of two GPUs: every worker reports the
+    GPU the executor gave it, and no two members ever trained on one GPU at once. (This machine
+    has no CUDA: SB3 falls back to the CPU, which leaves the placement itself to be checked.)"""
+    from engine.runs.events import read_events
+    from engine.train.prepare import prepare_run, run_training
+
+    folder = prepare_run(demo_config(), profile="laptop", runs_root=tmp_path / "runs")
+    plan = json.loads(folder.plan_path.read_text())
+    plan.update(
+        device="cuda",
+        parallel_members=2,
+        gpu_slots=[[0, 1], [1, 1]],
+        machine={**plan["machine"], "gpus": [{"index": 0}, {"index": 1}]},
+    )
+    folder.plan_path.write_text(json.dumps(plan))
+    env = {k: os.environ.pop(k) for k in ("CUDA_VISIBLE_DEVICES",) if k in os.environ}
+    try:
+        assert run_training(folder) == 0
+    finally:
+        os.environ.update(env)
+    events = read_events(folder.events_path)[0]
+    started = [e for e in events if e["type"] == "member_started"]
+    assert len(started) == 4  # 2 folds x 2 members
+    assert {e["gpu_env"]["CUDA_DEVICE_ORDER"] for e in started} == {"PCI_BUS_ID"}
+    assert {e["gpu_env"]["CUDA_VISIBLE_DEVICES"] for e in started} == {"0", "1"}
+    on_gpu: dict[str, int] = {}
+    gpu_of: dict[tuple[int, int], str] = {}
+    for e in events:
+        key = (e.get("fold"), e.get("member"))
+        if e["type"] == "member_started":
+            gpu = gpu_of[key] = e["gpu_env"]["CUDA_VISIBLE_DEVICES"]
+            on_gpu[gpu] = on_gpu.get(gpu, 0) + 1
+            assert on_gpu[gpu] == 1, f"two members on GPU {gpu} at once"
+        elif e["type"] in ("member_finished", "member_failed", "member_stopped"):
+            on_gpu[gpu_of[key]] -= 1

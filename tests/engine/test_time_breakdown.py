@@ -24,7 +24,7 @@ from engine.runs.view import SB3_METRICS, TIME_PHASES, RunView
 from engine.train import callback as callback_mod
 from engine.train.callback import SB3_LOGGER_KEYS, MemberCallback, PhaseClock, sb3_metrics
 from engine.train.plan import HardwarePlan
-from engine.train.units import MemberTask, _env_config, build_model, train_member
+from engine.train.units import MemberTask, build_model, env_config, train_member
 from tests.engine.event_lines import STARTED, member_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,7 +183,7 @@ def test_metrics_are_read_from_the_logger_sb3_filled_with_no_output_configured()
         fs.features[:TRAIN_END],
         fs.prices[:TRAIN_END],
         N_ENVS,
-        _env_config(cfg, (0, TRAIN_END)),
+        env_config(cfg, (0, TRAIN_END)),
         seed=1,
         fill_prices=fs.opens[:TRAIN_END],
     )
