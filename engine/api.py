@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 from engine import __version__
 
 if TYPE_CHECKING:  # the same names, for type checkers and import-linter (both read this block)
-    from engine.data.builder import build_alpaca
+    from engine.config import load_config
+    from engine.data.builder import (
+        BuildStatus,
+        build_alpaca,
+        build_log_path,
+        out_folder_problem,
+        read_build_status,
+    )
     from engine.data.check import check_dataset
     from engine.data.demo import write_demo
     from engine.data.sources.alpaca import ENV_KEY_ID as ALPACA_ENV_KEY_ID
@@ -30,7 +37,14 @@ if TYPE_CHECKING:  # the same names, for type checkers and import-linter (both r
         list_runs,
         resolve_run,
     )
-    from engine.runs.jobs import start_detached, stop_run
+    from engine.runs.jobs import (
+        recent_builds,
+        resume_build,
+        start_build_detached,
+        start_detached,
+        stop_build,
+        stop_run,
+    )
     from engine.runs.view import RunView, dig, number
     from engine.system.gpus import GpuMonitor, GpuReading
     from engine.system.limits import (
@@ -88,6 +102,16 @@ __all__ = [
     "build_alpaca",
     "ALPACA_ENV_KEY_ID",
     "ALPACA_ENV_SECRET_KEY",
+    # dataset builds from the panel: detached, with a status file (docs/dataset-build.md)
+    "load_config",
+    "BuildStatus",
+    "read_build_status",
+    "build_log_path",
+    "out_folder_problem",
+    "start_build_detached",
+    "resume_build",
+    "stop_build",
+    "recent_builds",
     # plans and runs to train (pandas; a plan may build the dataset's features first)
     "load_hardware_profiles",
     "format_plan",
@@ -133,6 +157,15 @@ _LAZY: dict[str, tuple[str, str]] = {
     "build_alpaca": ("engine.data.builder", "build_alpaca"),
     "ALPACA_ENV_KEY_ID": ("engine.data.sources.alpaca", "ENV_KEY_ID"),
     "ALPACA_ENV_SECRET_KEY": ("engine.data.sources.alpaca", "ENV_SECRET_KEY"),
+    "load_config": ("engine.config", "load_config"),
+    "BuildStatus": ("engine.data.builder", "BuildStatus"),
+    "read_build_status": ("engine.data.builder", "read_build_status"),
+    "build_log_path": ("engine.data.builder", "build_log_path"),
+    "out_folder_problem": ("engine.data.builder", "out_folder_problem"),
+    "start_build_detached": ("engine.runs.jobs", "start_build_detached"),
+    "resume_build": ("engine.runs.jobs", "resume_build"),
+    "stop_build": ("engine.runs.jobs", "stop_build"),
+    "recent_builds": ("engine.runs.jobs", "recent_builds"),
     "load_hardware_profiles": ("engine.train.plan", "load_hardware_profiles"),
     "format_plan": ("engine.train.plan", "format_plan"),
     "probe_machine": ("engine.train.plan", "probe_machine"),

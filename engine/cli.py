@@ -85,7 +85,10 @@ def _dataset_build(args: argparse.Namespace) -> int:
     if start is None and not args.update:
         raise PloutosError("no start date: pass --start 2019-01-01 or --config with data.start")
     end = args.end or (str(cfg_data.end) if cfg_data and cfg_data.end else None)
-    macro = parse_symbols(args.macro) if args.macro else (cfg_data.macro if cfg_data else [])
+    if args.macro is not None:  # given: an empty value stores no macro series
+        macro = parse_symbols(args.macro) if args.macro.strip() else []
+    else:
+        macro = cfg_data.macro if cfg_data else []
     out = args.out or (cfg.dataset_path if cfg else None)
     if out is None:
         raise PloutosError("no output folder: pass --out data/dataset_v8/")
@@ -105,8 +108,26 @@ def _dataset_build(args: argparse.Namespace) -> int:
     # --update alone: tickers and start come from the dataset's manifest
     start_ts = parse_utc(start) if start else None
     end_ts = parse_utc(end) if end else None
+    if args.detach:
+        return _dataset_build_detached(args, Path(out), source)
+    with _build_status(args, Path(out)) as status:
+        return _run_build(
+            args, out, source, tickers, start_ts, end_ts, macro, feed, adjustment, status
+        )
 
+
+def _run_build(
+    args, out, source, tickers, start_ts, end_ts, macro, feed, adjustment, status
+) -> int:
+    """The build itself; ``status`` (``--status``) is the builder's observer or None."""
     from engine.data.sources import yahoo
+
+    progress = _print_progress
+    if status is not None:
+
+        def progress(event: object) -> None:
+            status.progress(event)
+            _print_progress(event)
 
     if source == "yahoo":
         from engine.data.builder import build_yahoo
@@ -119,7 +140,8 @@ def _dataset_build(args: argparse.Namespace) -> int:
             interval=args.timeframe,
             update=args.update,
             macro_symbols=macro,
-            progress=_print_progress,
+            progress=progress,
+            observer=status,
         )
     elif source == "alpaca":
         from engine.data.builder import build_alpaca
@@ -134,7 +156,8 @@ def _dataset_build(args: argparse.Namespace) -> int:
             update=args.update,
             macro_symbols=macro,
             macro_fetcher=yahoo.fetch_macro if macro else None,
-            progress=_print_progress,
+            progress=progress,
+            observer=status,
         )
     else:
         raise PloutosError(
@@ -149,6 +172,62 @@ def _dataset_build(args: argparse.Namespace) -> int:
 
 def _print_progress(event: object) -> None:
     print(f"  {event}", file=sys.stderr, flush=True)
+
+
+def _build_command(args: argparse.Namespace, out: Path) -> list[str]:
+    """The ``dataset build`` arguments given (absolute folders), to run again detached or on
+    resume: a resumed build rereads the config, like rerunning the same command."""
+    command = ["dataset", "build", "--out", str(out.resolve())]
+    if args.config:
+        command += ["--config", str(Path(args.config).resolve())]
+    for flag in ("source", "tickers", "start", "end", "feed", "adjustment", "macro"):
+        value = getattr(args, flag)
+        if value is not None:
+            command += [f"--{flag}", str(value)]
+    if args.update:
+        command.append("--update")
+    return command + ["--status"]
+
+
+@contextlib.contextmanager
+def _build_status(args: argparse.Namespace, out: Path):
+    """With ``--status``: the build's lock and status file, and SIGTERM stopping it like ^C
+    (recorded as stopped). Without: nothing."""
+    if not args.status:
+        yield None
+        return
+    import signal
+
+    from engine.data.builder import BuildStatusFile
+
+    def terminate(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        with BuildStatusFile(out, _build_command(args, out)) as status:
+            yield status
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dataset_build_detached(args: argparse.Namespace, out: Path, source: str) -> int:
+    from engine.runs.jobs import start_build_detached
+
+    if source == "alpaca":
+        from engine.data.sources.alpaca import credentials_from_env
+
+        credentials_from_env()  # names every missing key now, not in a log nobody reads
+    command = _build_command(args, out)
+    proc = start_build_detached(command[2:], out)
+    from engine.data.builder import build_log_path, build_status_path
+
+    print(
+        f"build into {out} started in the background (pid {proc.pid}); log "
+        f"{build_log_path(out)}, progress {build_status_path(out)}; after a kill the same "
+        "command (or r on the panel's Dataset screen) resumes after the last finished chunk"
+    )
+    return 0
 
 
 def _dataset_import(args: argparse.Namespace) -> int:
@@ -747,6 +826,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         help="take defaults from a training config's data: section and its dataset_path",
+    )
+    build.add_argument(
+        "--detach",
+        action="store_true",
+        help="run in the background (own session; survives the shell and SSH): output to "
+        "<out>/.build/build.log, progress to <out>/.build/status.json (docs/dataset-build.md)",
+    )
+    build.add_argument(
+        "--status",
+        action="store_true",
+        help="write progress (per ticker and chunk, ETA) to <out>/.build/status.json and hold "
+        "the folder's build lock; --detach sets it",
     )
     build.set_defaults(func=_dataset_build)
 

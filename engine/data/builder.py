@@ -16,13 +16,21 @@ downloaded backwards, newest chunk first, so the coverage stays contiguous after
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import json
+import os
 import re
+import signal
+import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import pandas as pd
 
+from engine import atomic
 from engine.data.sources import alpaca
 from engine.data.store import (
     Manifest,
@@ -37,7 +45,7 @@ from engine.data.store import (
     series_path,
     write_series,
 )
-from engine.errors import ConfigError, DataError
+from engine.errors import ConfigError, DataError, PloutosError
 from engine.timeutil import parse_utc, utc_now
 
 TIMEFRAME = "1h"
@@ -68,6 +76,24 @@ class BuildProgress:
         span = f"{self.start:%Y-%m-%d %H:%M}..{self.end:%Y-%m-%d %H:%M} UTC"
         what = "bars" if self.kind == "bars" else "rows (macro)"
         return f"[{self.done}/{self.total}] {self.ticker} {span}: {self.rows} {what}"
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """One download step of a build, known before it starts (``kind``, ``ticker``, UTC range)."""
+
+    kind: SeriesKind
+    ticker: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+
+
+class BuildObserver(Protocol):
+    """What a build tells besides ``progress``: its plan, once, then each step as it starts."""
+
+    def planned(self, steps: Sequence[ChunkPlan]) -> None: ...
+
+    def started(self, index: int) -> None: ...
 
 
 def plan_chunks(
@@ -226,6 +252,7 @@ def build_alpaca(
     macro_fetcher: MacroFetcher | None = None,
     macro_source: str = "yahoo",
     now: pd.Timestamp | str | None = None,
+    observer: BuildObserver | None = None,
 ) -> Manifest:
     """Download hourly Alpaca bars for ``tickers`` into the dataset folder ``out``; return its manifest.
 
@@ -241,7 +268,7 @@ def build_alpaca(
     frame for each of ``macro_symbols``, stored under ``macro/`` (``macro_source`` names it).
     ``progress`` receives a :class:`BuildProgress` after every finished step; an exception it
     raises stops the build, which a rerun resumes. ``now`` fixes the clock (tests, reproducible
-    builds).
+    builds). ``observer`` (e.g. a :class:`BuildStatusFile`) learns the plan and each step's start.
     """
     alpaca.check_feed(feed)
     alpaca.check_adjustment(adjustment)
@@ -284,6 +311,7 @@ def build_alpaca(
             progress=progress,
             macro_symbols=macro_symbols,
             macro_fetcher=macro_fetcher,
+            observer=observer,
             macro_source=macro_source,
         )
 
@@ -302,6 +330,7 @@ def build_yahoo(
     macro_symbols: Sequence[str] | None = None,
     macro_fetcher: MacroFetcher | None = None,
     now: pd.Timestamp | str | None = None,
+    observer: BuildObserver | None = None,
 ) -> Manifest:
     """Yahoo price bars (``interval``, default ``1h``: last 730 days only) into ``out``.
 
@@ -348,6 +377,7 @@ def build_yahoo(
             progress=progress,
             macro_symbols=macro_symbols,
             macro_fetcher=macro_fetcher,
+            observer=observer,
             macro_source="yahoo",
         )
 
@@ -399,6 +429,7 @@ def _build(
     macro_symbols: Sequence[str] | None,
     macro_fetcher: MacroFetcher | None,
     macro_source: str,
+    observer: BuildObserver | None = None,
 ) -> Manifest:
     source = str(identity["source"])
     manifest = open_out_folder(root, identity, source)
@@ -455,13 +486,15 @@ def _build(
     )
     if macro_list:
         manifest.macro_source = macro_source
+    if observer is not None:
+        observer.planned([ChunkPlan(st.kind, st.symbol, st.start, st.end) for st in steps])
     if not steps:
         save_manifest(root, manifest)
         return manifest
     # Not saved before the first chunk on purpose: a fresh folder whose first request fails
     # (wrong keys, a feed the plan lacks) stays empty and is removed, so a corrected rerun is not
     # refused as "a different dataset" and no empty folder is left behind.
-    return _execute(root, manifest, steps, fetch_bars, macro_fetcher, progress)
+    return _execute(root, manifest, steps, fetch_bars, macro_fetcher, progress, observer)
 
 
 def _execute(
@@ -471,9 +504,13 @@ def _execute(
     fetch_bars: Callable[[str, pd.Timestamp, pd.Timestamp], pd.DataFrame],
     macro_fetcher: MacroFetcher | None,
     progress: Callable[[BuildProgress], None] | None,
+    observer: BuildObserver | None = None,
 ) -> Manifest:
     frames: dict[tuple[SeriesKind, str], pd.DataFrame] = {}
     for done, step in enumerate(steps, start=1):
+        _injected_fault(done, series_path(root, step.symbol, step.kind), observer)
+        if observer is not None:
+            observer.started(done)
         key = (step.kind, step.symbol)
         if key not in frames:
             frames[key] = _load_existing(root, manifest, step.symbol, step.kind)
@@ -534,3 +571,460 @@ def _macro_step(
         return None
     lo, hi = min(want_from, have_from), max(limit, have_until)
     return _Step("macro", symbol, lo, hi, lo, hi)
+
+
+# ---------------------------------------------------------------------------------------------
+# The build's status file: what a detached build is doing, for the panel (docs/dataset-build.md)
+# ---------------------------------------------------------------------------------------------
+
+BUILD_DIR = ".build"  # inside the dataset folder; dot-names are not dataset files
+STATUS_NAME = "status.json"
+LOG_NAME = "build.log"
+LOCK_NAME = "lock"
+STATUS_VERSION = 1
+# Test hooks, comma-separated: ``pause@N`` parks the build before step N (1-based) until SIGUSR1;
+# ``enospc@N`` fails step N as a full disk would; ``exit@N`` ends the process there (a crash).
+BUILD_FAULT_ENV = "PLOUTOS_BUILD_FAULT"
+PAUSE_POLL_S = 0.05
+LIVE_STATES: tuple[str, ...] = ("starting", "running")
+
+
+def build_status_path(root: str | Path) -> Path:
+    return Path(root) / BUILD_DIR / STATUS_NAME
+
+
+def build_log_path(root: str | Path) -> Path:
+    return Path(root) / BUILD_DIR / LOG_NAME
+
+
+def build_lock_path(root: str | Path) -> Path:
+    return Path(root) / BUILD_DIR / LOCK_NAME
+
+
+def build_lock_holder(root: str | Path) -> int | None:
+    """The pid of the build process holding ``root``'s build lock, None when no build holds it.
+
+    A killed build drops the lock with its last file descriptor (a zombie holds none), so a
+    stale pid or a reused one never reads as a live build.
+    """
+    path = build_lock_path(root)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        with contextlib.suppress(OSError, UnicodeDecodeError, ValueError):
+            text = path.read_text().strip()
+            if text.isdigit() and int(text) > 0:
+                return int(text)
+        return -1  # held, by a process that has not written its pid yet
+    finally:
+        os.close(fd)
+    return None
+
+
+def _pid_alive(pid: object) -> bool:
+    """True for a running process (a zombie, dead but not reaped, is not)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def redact_keys(text: str, env: dict[str, str] | None = None) -> str:
+    """``text`` with the values of the Alpaca key variables replaced by ``***``."""
+    env = dict(os.environ) if env is None else env
+    for name in (alpaca.ENV_KEY_ID, alpaca.ENV_SECRET_KEY):
+        secret = (env.get(name) or "").strip()
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def describe_failure(err: BaseException) -> str:
+    """One line for ``err`` without the Alpaca keys: a PloutosError's own text, an OSError's
+    reason and file (a full disk), else the exception's type and text."""
+    if isinstance(err, PloutosError):
+        text = str(err)
+    elif isinstance(err, OSError) and err.strerror:
+        text = err.strerror + (f" ({err.filename})" if err.filename else "")
+    else:
+        text = f"{type(err).__name__}: {err}"
+    return redact_keys(" ".join(text.split()))
+
+
+def _utc_stamp(seconds: float | None = None) -> str:
+    return time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if seconds is None else seconds)
+    )
+
+
+def write_starting_status(root: str | Path, command: Sequence[str], pid: int | None = None) -> None:
+    """What a launcher writes before (and right after) starting a detached build: the panel then
+    shows this build, not the status of an earlier one, while the process imports its modules."""
+    atomic.write_json(
+        build_status_path(root),
+        {
+            "version": STATUS_VERSION,
+            "state": "starting",
+            "pid": pid,
+            "root": str(Path(root).resolve()),
+            "command": list(command),
+            "started_utc": _utc_stamp(),
+            "updated_utc": _utc_stamp(),
+            "log": str(build_log_path(root).resolve()),
+        },
+    )
+
+
+@dataclass
+class _SeriesProgress:
+    kind: str
+    ticker: str
+    chunks: int = 0
+    done: int = 0
+    rows: int = 0
+
+
+class BuildStatusFile:
+    """Holds ``root``'s build lock and writes ``root/.build/status.json`` atomically: the plan,
+    each step as it starts and ends, per-series chunk counts, seconds per chunk and an ETA.
+
+    Use as a context manager around the build; pass it as the builder's ``observer`` and its
+    :meth:`progress` as ``progress``. A second build into the same folder is refused.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        command: Sequence[str],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.root = Path(root)
+        self.path = build_status_path(self.root)
+        self.command = list(command)
+        self.clock = clock
+        self.state = "running"
+        self.error: str | None = None
+        self.paused_before: int | None = None
+        self._lock_fd: int | None = None
+        self._t0 = clock()
+        self._started = _utc_stamp()
+        self._finished: str | None = None
+        self._plan: list[ChunkPlan] = []
+        self._planned = False
+        self._series: dict[tuple[str, str], _SeriesProgress] = {}
+        self._done = 0
+        self._current: int | None = None
+        self._step_t0: float | None = None
+        self._durations: list[float] = []
+
+    # -- lifetime ----------------------------------------------------------------------------
+    def __enter__(self) -> BuildStatusFile:
+        lock = build_lock_path(self.root)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = build_lock_holder(self.root)
+            raise PloutosError(
+                f"{self.root}: a build into this folder is already running (pid {pid}); wait "
+                "for it or stop it (x on the panel's Dataset screen, or kill that pid) first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+        self._write()
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self._current = None
+        self.paused_before = None
+        if exc is None:
+            self.state = "done"
+        elif isinstance(exc, KeyboardInterrupt):
+            self.state = "stopped"
+            self.error = "stopped; resuming continues after the last finished chunk"
+        else:
+            self.state = "failed"
+            self.error = describe_failure(exc)
+        self._finished = _utc_stamp()
+        try:
+            self._write()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    # -- the builder's observer and progress callback ------------------------------------------
+    def planned(self, steps: Sequence[ChunkPlan]) -> None:
+        self._plan = list(steps)
+        self._planned = True
+        self._series = {}
+        for step in self._plan:
+            key = (step.kind, step.ticker)
+            entry = self._series.setdefault(key, _SeriesProgress(step.kind, step.ticker))
+            entry.chunks += 1
+        self._write()
+
+    def started(self, index: int) -> None:
+        self._current = index
+        self.paused_before = None
+        self._step_t0 = self.clock()
+        self._write()
+
+    def paused(self, index: int) -> None:
+        self.paused_before = index
+        self._write()
+
+    def progress(self, event: BuildProgress) -> None:
+        if self._step_t0 is not None:
+            self._durations.append(max(0.0, self.clock() - self._step_t0))
+            self._step_t0 = None
+        self._done = event.done
+        entry = self._series.setdefault(
+            (event.kind, event.ticker), _SeriesProgress(event.kind, event.ticker, chunks=1)
+        )
+        entry.done += 1
+        entry.rows += event.rows
+        self._current = None
+        self._write()
+
+    # -- the file ------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        total = len(self._plan) if self._planned else None
+        per_chunk = sum(self._durations) / len(self._durations) if self._durations else None
+        remaining = (total - self._done) if total is not None else None
+        eta = per_chunk * remaining if per_chunk is not None and remaining is not None else None
+        current = None
+        if self._current is not None and 0 < self._current <= len(self._plan):
+            step = self._plan[self._current - 1]
+            current = {
+                "index": self._current,
+                "kind": step.kind,
+                "ticker": step.ticker,
+                "start": step.start.isoformat(),
+                "end": step.end.isoformat(),
+            }
+        return {
+            "version": STATUS_VERSION,
+            "state": self.state,
+            "pid": os.getpid(),
+            "root": str(self.root.resolve()),
+            "command": self.command,
+            "started_utc": self._started,
+            "updated_utc": _utc_stamp(),
+            "finished_utc": self._finished,
+            "done": self._done,
+            "total": total,
+            "current": current,
+            "paused_before": self.paused_before,
+            "series": [
+                {
+                    "kind": s.kind,
+                    "ticker": s.ticker,
+                    "chunks": s.chunks,
+                    "done": s.done,
+                    "rows": s.rows,
+                }
+                for s in self._series.values()
+            ],
+            "elapsed_s": round(self.clock() - self._t0, 3),
+            "seconds_per_chunk": None if per_chunk is None else round(per_chunk, 3),
+            "eta_s": None if eta is None else round(eta, 1),
+            "error": self.error,
+            "log": str(build_log_path(self.root).resolve()),
+        }
+
+    def _write(self) -> None:
+        atomic.write_json(self.path, self.snapshot())
+
+
+@dataclass(frozen=True)
+class BuildStatus:
+    """A dataset folder's build status as a reader sees it.
+
+    ``state``: ``starting``/``running`` (a live process holds the lock), ``done``, ``failed``,
+    ``stopped``, ``interrupted`` (the file says running but no process holds the lock: killed,
+    or the machine restarted) or ``unreadable`` (``problem`` says why).
+    """
+
+    root: Path
+    state: str
+    pid: int | None
+    data: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.state in LIVE_STATES
+
+    @property
+    def resumable(self) -> bool:
+        return self.state in ("interrupted", "stopped", "failed") and bool(self.command)
+
+    def _int(self, key: str) -> int | None:
+        value = self.data.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def _float(self, key: str) -> float | None:
+        value = self.data.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value)
+
+    @property
+    def done(self) -> int:
+        return self._int("done") or 0
+
+    @property
+    def total(self) -> int | None:
+        return self._int("total")
+
+    @property
+    def eta_s(self) -> float | None:
+        return self._float("eta_s")
+
+    @property
+    def seconds_per_chunk(self) -> float | None:
+        return self._float("seconds_per_chunk")
+
+    @property
+    def paused_before(self) -> int | None:
+        return self._int("paused_before")
+
+    @property
+    def current(self) -> dict[str, Any] | None:
+        value = self.data.get("current")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def series(self) -> list[dict[str, Any]]:
+        value = self.data.get("series")
+        return [s for s in value if isinstance(s, dict)] if isinstance(value, list) else []
+
+    @property
+    def error(self) -> str | None:
+        value = self.data.get("error")
+        return value if isinstance(value, str) else self.problem
+
+    @property
+    def command(self) -> list[str]:
+        value = self.data.get("command")
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return list(value) if ok and value[:2] == ["dataset", "build"] else []
+
+
+def read_build_status(root: str | Path) -> BuildStatus | None:
+    """The build status of the dataset folder ``root``; None when no build wrote one there."""
+    root = Path(root)
+    path = build_status_path(root)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return BuildStatus(root, "unreadable", None, problem=f"{path}: {describe_failure(err)}")
+    holder = build_lock_holder(root)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        state = "running" if holder is not None else "unreadable"
+        return BuildStatus(root, state, holder, problem=f"{path}: not a JSON object")
+    state = data.get("state")
+    pid = data.get("pid") if isinstance(data.get("pid"), int) else None
+    if holder is not None:
+        return BuildStatus(root, "running" if state == "starting" else str(state), holder, data)
+    if state == "starting":
+        state = "starting" if _pid_alive(pid) else "interrupted"
+    elif state == "running":
+        state = "interrupted"
+    elif state not in ("done", "failed", "stopped"):
+        return BuildStatus(
+            root, "unreadable", pid, data, f"{path}: unknown state {str(state)[:40]!r}"
+        )
+    return BuildStatus(root, str(state), pid, data)
+
+
+def _injected_fault(index: int, path: Path, observer: BuildObserver | None) -> None:
+    """``$PLOUTOS_BUILD_FAULT`` aimed at step ``index`` (tests: a build provably mid-way)."""
+    for item in os.environ.get(BUILD_FAULT_ENV, "").split(","):
+        kind, _, target = item.strip().partition("@")
+        if target != str(index):
+            continue
+        if kind == "exit":
+            os._exit(3)
+        if kind == "enospc":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        if kind == "pause":
+            _park(index, observer)
+
+
+def _park(index: int, observer: BuildObserver | None) -> None:
+    """Report the pause, then wait for SIGUSR1 (a test kills or releases the process)."""
+    released = {"flag": False}
+
+    def release(_signum: int, _frame: object) -> None:
+        released["flag"] = True
+
+    try:
+        previous = signal.signal(signal.SIGUSR1, release)
+    except ValueError:  # not the main thread: nothing can release it but the end of the process
+        previous = None
+    try:
+        paused = getattr(observer, "paused", None)
+        if paused is not None:
+            paused(index)
+        while not released["flag"]:
+            time.sleep(PAUSE_POLL_S)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGUSR1, previous)
+
+
+def out_folder_problem(
+    root: str | Path, source: str, *, feed: str | None = None, adjustment: str | None = None
+) -> str | None:
+    """Why a ``source`` build (alpaca with ``feed``/``adjustment``, or yahoo) cannot go into
+    ``root``, in one line; None when it can (missing, empty, or the same dataset to extend).
+    Reads only: what :func:`build_alpaca` would refuse, asked before a detached build starts."""
+    from engine.data.store import MANIFEST_NAME, load_manifest
+
+    root = Path(root)
+    if source == SOURCE_ALPACA:
+        identity: dict[str, object] = {"source": source, "feed": feed, "adjustment": adjustment}
+    else:
+        identity = {"source": source, "feed": None, "adjustment": "all"}
+    identity["timeframe"] = TIMEFRAME
+    if manifest_path(root).exists():
+        try:
+            theirs = load_manifest(root).identity()
+        except PloutosError as err:
+            return describe_failure(err)
+        diffs = [f"{k} {theirs.get(k)!r}" for k, v in identity.items() if theirs.get(k) != v]
+        if diffs:
+            return (
+                f"{root} holds another dataset ({', '.join(diffs)}): choose another folder "
+                "or remove that one"
+            )
+        return None
+    if root.is_file():
+        return f"{root} is a file: choose a folder"
+    if root.is_dir() and any(not p.name.startswith(".") for p in root.iterdir()):
+        return f"{root} is not empty and has no {MANIFEST_NAME}: choose an empty or new folder"
+    return None

@@ -1,13 +1,17 @@
-"""Training jobs as processes: launch one detached, stop one gracefully.
+"""Training jobs and dataset builds as processes: launch one detached, stop one gracefully.
 
 A detached job runs in its own session (so its own process group, no controlling terminal) with
 stdin from /dev/null and stdout/stderr appended to the run's log file: a piped child dies with its
 parent, a detached one outlives the panel, the shell and the SSH connection that started it.
-The CLI (``--detach``) and the control panel both start trainers through :func:`start_detached`.
+The CLI (``--detach``) and the control panel both start trainers through :func:`start_detached`
+and dataset builds through :func:`start_build_detached` (log and status under the dataset's
+``.build/``, docs/dataset-build.md); both go through :func:`launch_detached`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine import atomic
 from engine.errors import PloutosError
 from engine.runs.folder import LIVE, RunFolder
 from engine.system.threads import sanitized_env
@@ -77,3 +82,96 @@ def stop_run(folder: RunFolder, wait_s: float = 0.0, poll_s: float = 0.2) -> str
             return state
         time.sleep(poll_s)
     return folder.state()
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset builds
+# ---------------------------------------------------------------------------------------------
+
+BUILDS_FILE_ENV = "PLOUTOS_BUILDS_FILE"  # where detached builds are remembered (tests: a tmp file)
+MAX_REMEMBERED = 20
+
+
+def builds_file() -> Path:
+    """``$PLOUTOS_BUILDS_FILE``, else ``$XDG_STATE_HOME/ploutos/builds.json`` (~/.local/state)."""
+    named = os.environ.get(BUILDS_FILE_ENV)
+    if named:
+        return Path(named)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "ploutos" / "builds.json"
+
+
+def recent_builds() -> list[Path]:
+    """Dataset folders detached builds were started into, newest first (a damaged file: none)."""
+    try:
+        data = json.loads(builds_file().read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return []
+    items = data.get("folders") if isinstance(data, dict) else None
+    return [Path(p) for p in items if isinstance(p, str)] if isinstance(items, list) else []
+
+
+def _remember_build(root: Path) -> None:
+    folders = [str(root), *(str(p) for p in recent_builds() if str(p) != str(root))]
+    # A read-only or full home must not stop a build: it is only not re-attached by folder list.
+    with contextlib.suppress(OSError):
+        atomic.write_json(builds_file(), {"folders": folders[:MAX_REMEMBERED]})
+
+
+def start_build_detached(args: list[str], out: str | Path) -> subprocess.Popen[bytes]:
+    """``ploutos dataset build ARGS --status``, detached, into the dataset folder ``out``: its
+    output goes to ``out/.build/build.log``, its progress to ``out/.build/status.json``.
+
+    ``ARGS`` must name ``--out`` (absolute, so a resume from another directory finds it); the
+    keys travel in the environment only. A folder another build is writing is refused.
+    """
+    from engine.data.builder import build_lock_holder, build_log_path, write_starting_status
+
+    root = Path(out).resolve()
+    holder = build_lock_holder(root)
+    if holder is not None:
+        raise PloutosError(
+            f"{root}: a build into this folder is already running (pid {holder}); wait for it "
+            "or stop it first"
+        )
+    command = ["dataset", "build", *args]
+    if "--status" not in command:
+        command.append("--status")
+    write_starting_status(root, command)
+    proc = launch_detached(command, build_log_path(root))
+    write_starting_status(root, command, pid=proc.pid)
+    _remember_build(root)
+    return proc
+
+
+def resume_build(out: str | Path) -> subprocess.Popen[bytes]:
+    """Start the build recorded in ``out/.build/status.json`` again, detached: it continues
+    after the last finished chunk (the builder skips what is stored)."""
+    from engine.data.builder import build_status_path, read_build_status
+
+    root = Path(out).resolve()
+    status = read_build_status(root)
+    if status is None or not status.command:
+        raise PloutosError(
+            f"{root}: no build recorded in {build_status_path(root)}: start one first "
+            "(a on the panel's Dataset screen, or `ploutos dataset build --detach`)"
+        )
+    if status.alive:
+        raise PloutosError(
+            f"{root}: the build is still running (pid {status.pid}): nothing to resume"
+        )
+    return start_build_detached(status.command[2:], root)
+
+
+def stop_build(out: str | Path) -> int:
+    """Ask the build writing ``out`` to stop (SIGTERM: it records ``stopped``; finished chunks
+    stay, a resume continues after them). Returns the pid signalled."""
+    from engine.data.builder import build_lock_holder
+
+    root = Path(out).resolve()
+    pid = build_lock_holder(root)
+    if pid is None or pid <= 0:
+        raise PloutosError(f"{root}: no build is running into this folder; nothing to stop")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    return pid

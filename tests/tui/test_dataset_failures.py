@@ -1,5 +1,7 @@
 """Dataset workers that fail with what is not a PloutosError (pandas on an absurd date, a full
-disk) leave a message on screen; the panel stays up and the next action works."""
+disk) leave a message on screen; the panel stays up and the next action works. A detached build
+that fails (a full disk, injected with ``PLOUTOS_BUILD_FAULT``) or whose status file is garbage
+is a line on screen too."""
 
 from __future__ import annotations
 
@@ -10,7 +12,11 @@ import pandas as pd
 import pytest
 from textual.widgets import Static
 
-from ploutos_tui.screens.dataset import DatasetScreen
+from engine.data import builder
+from engine.data.sources import alpaca
+from engine.runs import jobs
+from ploutos_tui.screens.dataset import BuildFormScreen, DatasetScreen
+from tests.engine.alpaca_server import KEY_ID, SECRET, FakeAlpaca
 from tests.tui.panel_harness import assert_alive, make_panel, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -18,6 +24,9 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def panel(tmp_path, monkeypatch):
+    monkeypatch.setenv(jobs.BUILDS_FILE_ENV, str(tmp_path / "builds.json"))
+    monkeypatch.delenv(builder.BUILD_FAULT_ENV, raising=False)
+    monkeypatch.setattr(DatasetScreen, "POLL_S", 0.1)
     return make_panel(tmp_path, monkeypatch)
 
 
@@ -114,50 +123,113 @@ async def test_a_full_disk_while_b_builds_the_demo_is_a_message(panel, tmp_path,
         assert_alive(app, "after the rebuild")
 
 
-async def build_aapl_from_the_form(app, pilot):
-    """Open the Alpaca form on the dataset screen, build AAPL, wait for the error message."""
+def alpaca_config(tmp_path: Path) -> Path:
+    """The harness's config folder gets an Alpaca config building AAPL and MSFT (2 chunks each)."""
+    import yaml
+
+    cfg = yaml.safe_load((tmp_path / "demo.yaml").read_text())
+    cfg["dataset_path"] = str(tmp_path / "alpaca-ds")
+    cfg["data"] = {
+        "source": "alpaca",
+        "tickers": ["AAPL", "MSFT"],
+        "start": "2020-06-01",
+        "end": "2021-03-01",
+        "feed": "iex",
+        "adjustment": "all",
+        "macro": [],
+    }
+    path = tmp_path / "alpaca.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return tmp_path / "alpaca-ds"
+
+
+async def build_from_the_alpaca_config(app, pilot):
+    """a, choose alpaca.yaml, Enter: the detached build starts."""
     screen = dataset_screen(app)
-    await wait_for(pilot, lambda: screen.summary is not None, "the read")
+    await wait_for(pilot, lambda: screen.summary is not None and screen.configs is not None, "read")
     await pilot.press("a")
-    await wait_for(pilot, lambda: app.screen is not screen, "the form")
-    app.screen.query_one("#tickers").value = "AAPL"
+    await wait_for(pilot, lambda: isinstance(app.screen, BuildFormScreen), "the form")
+    form = app.screen
+    names = [c.name for c in form.configs]
+    form.query_one("#build-configs").highlighted = names.index("alpaca.yaml")
+    await wait_for(pilot, lambda: form.choice.name == "alpaca.yaml", "the config")
     await pilot.click("#build")
-    await wait_for(pilot, lambda: "error" in text_of(screen, "#dataset-message"), "error")
+    await wait_for(pilot, lambda: app.screen is screen, "the form to close")
     return screen
 
 
-async def test_a_full_disk_during_an_alpaca_build_is_a_message(panel, tmp_path, monkeypatch):
-    import engine.data.builder
+@pytest.fixture
+def keys(monkeypatch):
+    monkeypatch.setenv(alpaca.ENV_KEY_ID, KEY_ID)
+    monkeypatch.setenv(alpaca.ENV_SECRET_KEY, SECRET)
+    with FakeAlpaca() as fake:
+        monkeypatch.setenv(alpaca.ENV_DATA_URL, fake.url)
+        yield fake
 
-    def full_disk(root, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(Path(root) / "AAPL.parquet"))
 
-    monkeypatch.setattr(engine.data.builder, "build_alpaca", full_disk)
+async def test_a_full_disk_during_a_detached_build_is_a_line_and_r_resumes(
+    panel, tmp_path, monkeypatch, keys
+):
+    out = alpaca_config(tmp_path)
+    monkeypatch.setenv(builder.BUILD_FAULT_ENV, "enospc@2")
     app = panel("dataset")
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await build_aapl_from_the_form(app, pilot)
+        screen = await build_from_the_alpaca_config(app, pilot)
+        await wait_for(
+            pilot,
+            lambda: screen.build is not None and screen.build.state == "failed",
+            "failure",
+            60,
+        )
         await pilot.pause()
-        assert_alive(app, "after ENOSPC in the Alpaca build")
-        message = text_of(screen, "#dataset-message")
-        assert "No space left on device" in message and "AAPL.parquet" in message
-        assert "press a again" in message
-        assert not screen.building
+        assert_alive(app, "after ENOSPC in the detached build")
+        line = text_of(screen, "#dataset-build")
+        assert "failed at 1/4 chunks: No space left on device (" in line and "AAPL.parquet" in line
+        assert "r resumes" in line and KEY_ID not in line and SECRET not in line
+        assert any("No space left on device" in m for m in notified(app))
+        # Space is back: r resumes after the stored chunk.
+        monkeypatch.delenv(builder.BUILD_FAULT_ENV)
+        keys.reset()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: screen.build.state == "done", "the resumed build", 60)
+        assert len(keys.chunk_counts()) == 3  # AAPL's first chunk was not downloaded again
+        assert (out / "manifest.json").exists()
+        for proc in screen.procs:
+            proc.wait(timeout=30)
+        assert_alive(app, "after the resume")
 
 
-async def test_a_builder_bug_in_the_progress_report_is_a_message(panel, tmp_path, monkeypatch):
-    """A plain bug under the build (here: a progress step without ``done``/``total``) ends as a
-    message naming it, not as the panel's exit."""
-    import engine.data.builder
-
-    def reports_garbage(root, *args, progress=None, **kwargs):
-        progress(object())  # no .done / .total: AttributeError in the screen's callback
-        raise AssertionError("not reached")
-
-    monkeypatch.setattr(engine.data.builder, "build_alpaca", reports_garbage)
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{half a file",
+        b'{"state": "running", "done": "x", "total": [], "series": [1, {"ticker": 2}]}',
+    ],
+)
+async def test_a_garbage_status_file_is_a_line_not_an_exit(panel, tmp_path, content):
+    path = builder.build_status_path(tmp_path / "dataset")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
     app = panel("dataset")
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await build_aapl_from_the_form(app, pilot)
+        screen = dataset_screen(app)
+        await wait_for(pilot, lambda: screen.build is not None, "the status")
         await pilot.pause()
-        assert_alive(app, "after a failing progress report")
-        assert "AttributeError" in text_of(screen, "#dataset-message")
-        assert not screen.building
+        assert_alive(app, "after reading a garbage status file")
+        line = text_of(screen, "#dataset-build")
+        assert line.startswith(f"build into {tmp_path / 'dataset'}")
+        assert "\n" not in line.strip()
+        await pilot.press("r", "x", "c")
+        await pilot.pause()
+        assert_alive(app, "after r, x and c on a garbage status")
+
+
+async def test_r_and_x_without_a_build_say_so(panel):
+    app = panel("dataset")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = dataset_screen(app)
+        await wait_for(pilot, lambda: screen.configs is not None, "the scan")
+        await pilot.press("r")
+        assert "nothing to resume (no build)" in text_of(screen, "#dataset-message")
+        await pilot.press("x")
+        assert "no build is running" in text_of(screen, "#dataset-message")
