@@ -1,7 +1,8 @@
 """``ploutos-tui``: the keyboard-driven control panel over SSH.
 
-The app is thin: it wires the screens (hardware, jobs, run, dataset) to their data sources and
-owns the keys that move between them. Screens sample and read in worker threads and only draw.
+The app is thin: it wires the screens (overview, the home; hardware, jobs, run, dataset) to
+their data sources and owns the keys that move between them. Screens sample and read in worker
+threads and only draw.
 Training jobs are launched detached (their own session), so quitting the panel or losing SSH
 never stops them; starting the panel again re-attaches to every run in the runs folder.
 """
@@ -34,16 +35,23 @@ from ploutos_tui.screens.modal import PanelModal
 FIRST_FRAME_ENV = "PLOUTOS_TUI_FIRST_FRAME_FILE"
 
 HELP_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("v", "anywhere", "overview (the home): machine, live runs and their units, alerts"),
     ("h", "anywhere", "hardware: per-core CPU, RAM, GPU, threads vs the machine's limits"),
     ("j", "anywhere", "jobs: every run in the runs folder"),
     ("d", "anywhere", "dataset: manifest, check, builds"),
     ("n", "jobs", "new job: config, profile, ensemble, algorithm; plan shown first"),
+    ("ctrl+l", "new-job form", "launch the job (tab / shift+tab move between fields, esc cancels)"),
     ("enter / o", "jobs", "open the selected run: members, folds, Monte Carlo"),
     ("s / r", "jobs, run", "stop (members checkpoint) / resume the run"),
     ("l", "jobs, run", "the run's log tail"),
     ("m", "run", "next Monte Carlo scope (pooled, each fold)"),
     ("?", "run", "what each statistic of the verdict means (timing p, PBO, deflated Sharpe...)"),
-    ("b / a / c", "dataset", "build the demo / build or update from Alpaca / re-check"),
+    (
+        "a / b / r / x / c",
+        "dataset",
+        "build a config (form: tab moves, enter builds, esc cancels) / the demo / resume / stop "
+        "the build / re-check",
+    ),
     ("ctrl+p", "anywhere", "command palette"),
     ("?", "anywhere", "this help (escape closes it)"),
     ("q", "anywhere", "quit the panel"),
@@ -125,8 +133,9 @@ class PloutosCommands(Provider):
     def _commands(self) -> Iterable[tuple[str, object, str]]:
         app = self.app
         assert isinstance(app, PloutosApp)
+        yield ("Show overview", partial(app.switch_mode, "overview"), "machine, runs, alerts")
         yield ("Show hardware", partial(app.switch_mode, "hardware"), "CPU, RAM, GPU, threads")
-        yield ("Show jobs", partial(app.switch_mode, "jobs"), "every run and its state")
+        yield ("Show jobs", app.action_show_jobs, "every run and its state")
         yield ("Show dataset", partial(app.switch_mode, "dataset"), "manifest, check, builds")
         yield ("New training job", app.action_new_job, "choose config, profile, ensemble")
         yield ("Help", app.action_help, "keys of every screen")
@@ -159,8 +168,9 @@ class PloutosApp(App[None]):
     SUB_TITLE = f"control panel v{__version__}"
     COMMANDS = App.COMMANDS | {PloutosCommands}
     BINDINGS = [
+        Binding("v", "switch_mode('overview')", "Overview"),
         Binding("h", "switch_mode('hardware')", "Hardware"),
-        Binding("j", "switch_mode('jobs')", "Jobs"),
+        Binding("j", "show_jobs", "Jobs"),
         Binding("d", "switch_mode('dataset')", "Dataset"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit (jobs keep running)"),
@@ -175,7 +185,7 @@ class PloutosApp(App[None]):
         sampler: object | None = None,
         watcher: object | None = None,
         interval_s: float = 1.0,
-        start_screen: str = "hardware",
+        start_screen: str = "overview",
     ) -> None:
         super().__init__()
         from engine.api import default_runs_root
@@ -198,7 +208,9 @@ class PloutosApp(App[None]):
         from ploutos_tui.screens.dataset import DatasetScreen
         from ploutos_tui.screens.hardware import HardwareScreen
         from ploutos_tui.screens.jobs import JobsScreen
+        from ploutos_tui.screens.overview import OverviewScreen
 
+        self.add_mode("overview", lambda: OverviewScreen(interval_s=self.interval_s))
         self.add_mode("hardware", lambda: HardwareScreen(self.sampler, interval_s=self.interval_s))
         self.add_mode(
             "jobs",
@@ -241,6 +253,17 @@ class PloutosApp(App[None]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
+    def action_show_jobs(self) -> None:
+        """The jobs list itself: a run opened from it (and its log or help) is closed; a form
+        still at work (a launch being prepared) stays open on top of the list."""
+        from ploutos_tui.screens.run import LogScreen, RunHelpScreen, RunScreen
+
+        self.switch_mode("jobs")
+        while len(self.screen_stack) > 1 and isinstance(
+            self.screen, (RunScreen, LogScreen, RunHelpScreen)
+        ):
+            self.pop_screen()
+
     def action_new_job(self) -> None:
         from ploutos_tui.screens.jobs import JobsScreen
 
@@ -264,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs-dir", type=Path, help="runs folder ($PLOUTOS_RUNS_DIR or ./runs)")
     parser.add_argument("--dataset", type=Path, help="dataset folder (default: the config's)")
     parser.add_argument("--refresh", type=float, default=1.0, help="seconds between samples")
-    parser.add_argument("--screen", choices=["hardware", "jobs", "dataset"], default="hardware")
+    parser.add_argument(
+        "--screen", choices=["overview", "hardware", "jobs", "dataset"], default="overview"
+    )
     parser.add_argument("--version", action="version", version=f"ploutos-tui {__version__}")
     return parser
 

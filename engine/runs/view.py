@@ -6,7 +6,9 @@ events :class:`engine.runs.events.EventTail` reads, so they all see the same run
 
 from __future__ import annotations
 
+import heapq
 import math
+import statistics
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -201,6 +203,9 @@ class MemberView:
     its last progress event), ``time_s`` (seconds since it started training in its process),
     ``sb3`` (:func:`sb3_numbers`) and ``measure_overhead_share`` come from its last
     ``member_progress``; None when that event had none (older runs, or no update yet for ``sb3``).
+    ``pid``, ``node`` and ``device`` are those of the worker process its last ``member_started``
+    named (None before one, or where the event lacked them); ``elapsed_s`` and ``resumed_from``
+    come from its ``member_finished`` (its measured rate once done: :attr:`finished_rate`).
     """
 
     fold: int
@@ -217,10 +222,54 @@ class MemberView:
     time_s: dict[str, float | None] | None = None
     sb3: dict[str, float | int | None] | None = None
     measure_overhead_share: float | None = None
+    pid: int | None = None
+    device: str | None = None
+    elapsed_s: float | None = None
+    resumed_from: int | None = None
+
+    @property
+    def finished_rate(self) -> float | None:
+        """A finished member's timesteps per second over its whole ``member_finished`` elapsed
+        time (start-up included), else its last ``fps``; None when neither is known."""
+        if self.state != "finished":
+            return None
+        trained = self.timesteps - (self.resumed_from or 0)
+        if self.elapsed_s is not None and self.elapsed_s > 0 and trained > 0:
+            return trained / self.elapsed_s
+        return self.fps if self.fps > 0 else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe, for ``status.json``'s ``per_member``."""
         return asdict(self)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def schedule_eta_s(
+    running: list[tuple[int, float | None]], pending: list[int], slots: int, rate: float
+) -> float:
+    """Seconds until the last unit ends, by greedy list scheduling.
+
+    ``running``: ``(remaining timesteps, own rate or None)`` of each unit in flight (each holds
+    a slot from now; None: it has no rate of its own yet, ``rate`` is used); ``pending``: the
+    remaining timesteps of each unit waiting, in the order they start, each at ``rate`` on the
+    slot that frees first; ``slots``: units that run at once (at least the running ones).
+    """
+    free = [
+        max(0, remaining) / (own if own is not None and own > 0 else rate)
+        for remaining, own in running
+    ]
+    free += [0.0] * max(0, slots - len(free))
+    heapq.heapify(free)
+    end = max(free, default=0.0)
+    for remaining in pending:
+        start = heapq.heappop(free)
+        finish = start + max(0, remaining) / rate
+        end = max(end, finish)
+        heapq.heappush(free, finish)
+    return end
 
 
 @dataclass
@@ -302,7 +351,11 @@ class RunView:
             view.timesteps = _opt(event, "timesteps", view.timesteps)
             view.total = _opt(event, "total", view.total)
             view.node = event.get("node")
+            view.pid = _int_or_none(event.get("pid"))
+            device = event.get("device")
+            view.device = device if isinstance(device, str) else None
             view.error = None
+            view.elapsed_s = view.resumed_from = None
         elif kind == "member_progress":
             view = self.member(event["fold"], event["member"])
             view.state = "running"
@@ -328,6 +381,9 @@ class RunView:
             view.state = "finished"
             view.timesteps = _opt(event, "timesteps", view.total)
             view.eta_s = 0.0
+            elapsed = number(event.get("elapsed_s"))
+            view.elapsed_s = elapsed if elapsed is not None and elapsed >= 0 else None
+            view.resumed_from = _int_or_none(event.get("resumed_from"))
         elif kind == "member_stopped":
             view = self.member(event["fold"], event["member"])
             view.state = "stopped"
@@ -368,11 +424,44 @@ class RunView:
     def count(self, state: str) -> int:
         return sum(1 for m in self.members.values() if m.state == state)
 
+    def unit_rate(self) -> float | None:
+        """Timesteps per second of one unit, as measured: the median ``fps`` of the running
+        units that report one, else the median :attr:`MemberView.finished_rate` of the finished
+        ones; None when no unit has a measured rate yet."""
+        running = [m.fps for m in self.members.values() if m.state == "running" and m.fps > 0]
+        if running:
+            return statistics.median(running)
+        done = [m.finished_rate for m in self.members.values()]
+        rates = [r for r in done if r is not None and r > 0]
+        return statistics.median(rates) if rates else None
+
+    @property
+    def slots(self) -> int:
+        """Units that run at once: the plan's ``parallel_members`` (at least 1; 1 when the plan
+        does not say)."""
+        value = _int_or_none(self.plan.get("parallel_members")) if self.plan else None
+        return max(1, value or 1)
+
     def eta_s(self) -> float | None:
-        """Remaining timesteps over the summed fps of the running members."""
-        fps = sum(m.fps for m in self.members.values() if m.state == "running")
-        remaining = self.total_timesteps - self.done_timesteps
-        return remaining / fps if fps > 0 else None
+        """Seconds until every running and pending unit is trained, from measured rates.
+
+        Each running unit goes on at its own ``fps`` (the typical rate, :meth:`unit_rate`,
+        while it has none); pending units (in fold, member order) take the slot that frees
+        first, at the typical rate, with :attr:`slots` units at a time: so the tail of a run,
+        with fewer units left than slots, is counted as the wait it is. None when no unit has a
+        measured rate yet.
+        """
+        rate = self.unit_rate()
+        if rate is None:
+            return None
+        running, pending = [], []
+        for _, m in sorted(self.members.items()):
+            remaining = max(0, m.total - m.timesteps)
+            if m.state == "running":
+                running.append((remaining, m.fps if m.fps > 0 else None))
+            elif m.state == "pending":
+                pending.append(remaining)
+        return schedule_eta_s(running, pending, max(self.slots, len(running)), rate)
 
     @property
     def fill(self) -> str | None:

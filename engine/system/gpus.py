@@ -1,5 +1,6 @@
 """The one NVML reader: the GPUs this process may use (``CUDA_VISIBLE_DEVICES`` honoured) and
-their load, memory, temperature and power.
+their load, memory, temperature and power, and the processes on each of them (GPU memory per pid,
+and SM utilisation per pid where the driver reports it).
 
 ``pynvml`` (nvidia-ml-py) is imported when a reading is asked for, never at import time. No
 library, no driver or any NVML error is an :class:`NvmlUnavailable` (one-shot listing) or zero GPUs
@@ -12,13 +13,14 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol, TypeVar
 
 __all__ = [
     "GpuDevice",
     "GpuMonitor",
+    "GpuProcess",
     "GpuReading",
     "Nvml",
     "NvmlUnavailable",
@@ -78,8 +80,27 @@ class GpuDevice:
 
 
 @dataclass(frozen=True)
+class GpuProcess:
+    """One process on one GPU, as NVML sees it (``pid`` is NVML's: the host's pid namespace).
+
+    ``mem_used_bytes``: GPU memory it holds (None where the driver does not say, e.g. WDDM);
+    ``sm_util_pct``: its share of the GPU's SMs over the interval since the previous reading,
+    percent (0 when the driver took no sample of it in that interval); None where the driver
+    does not report per-process utilisation.
+    """
+
+    pid: int
+    mem_used_bytes: int | None
+    sm_util_pct: float | None = None
+
+
+@dataclass(frozen=True)
 class GpuReading:
-    """One GPU at one moment; ``None`` where the driver does not report a value."""
+    """One GPU at one moment; ``None`` where the driver does not report a value.
+
+    ``processes``: the compute and graphics processes on it, by pid (empty when NVML lists none,
+    or cannot list them).
+    """
 
     index: int
     name: str
@@ -89,10 +110,27 @@ class GpuReading:
     temp_c: float | None
     power_w: float | None
     power_limit_w: float | None
+    processes: tuple[GpuProcess, ...] = ()
 
     @property
     def mem_pct(self) -> float:
         return 100.0 * self.mem_used_bytes / self.mem_total_bytes if self.mem_total_bytes else 0.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GpuReading:
+        """A reading from its ``dataclasses.asdict`` (JSON) form; readings recorded before
+        ``processes`` existed load with none."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["processes"] = tuple(
+            GpuProcess(
+                int(p["pid"]),
+                None if p.get("mem_used_bytes") is None else int(p["mem_used_bytes"]),
+                None if p.get("sm_util_pct") is None else float(p["sm_util_pct"]),
+            )
+            for p in values.get("processes") or ()
+        )
+        return cls(**values)
 
 
 class NvmlUnavailable(Exception):
@@ -171,6 +209,81 @@ class Nvml:
             limit_w = nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0
         return temp_c, power_w, limit_w
 
+    def process_memory(self, device: GpuDevice) -> dict[int, int | None]:
+        """``{pid: GPU memory bytes or None}`` of the compute and graphics processes on the
+        device (a pid in both lists: the larger figure; the driver often reports it twice).
+
+        Never raises: a list NVML cannot give (not supported, no permission, an older library
+        without the call) is empty.
+        """
+        nvml, handle = self._nvml, device.handle
+        found: dict[int, int | None] = {}
+        for name in (
+            "nvmlDeviceGetComputeRunningProcesses",
+            "nvmlDeviceGetGraphicsRunningProcesses",
+        ):
+            call = getattr(nvml, name, None)
+            if call is None:
+                continue
+            try:
+                listed = call(handle) or ()
+            except Exception:  # NVMLError_NotSupported, NoPermission, ...
+                continue
+            for proc in listed:
+                try:
+                    pid = int(proc.pid)
+                except (AttributeError, TypeError, ValueError):
+                    continue
+                used = getattr(proc, "usedGpuMemory", None)
+                used = int(used) if isinstance(used, int) and used >= 0 else None
+                before = found.get(pid)
+                found[pid] = used if before is None else max(before, used or 0)
+        return found
+
+    def process_util(
+        self, device: GpuDevice, since_us: int
+    ) -> tuple[dict[int, float] | None, int, bool]:
+        """SM utilisation per pid from the driver's samples newer than ``since_us`` (its own
+        microsecond timestamps; 0: every sample it keeps), as the mean of each pid's samples;
+        the newest timestamp seen (``since_us`` when there was none); and whether the driver
+        can report per-process utilisation at all.
+
+        ``({}, since_us, True)`` when it took no sample since then (NVML's "not found": the
+        processes were idle); ``(None, since_us, False)`` when it cannot (not supported, no
+        permission, the call missing from the library or the driver); ``(None, since_us,
+        True)`` for any other NVML error (unknown this time). Never raises.
+        """
+        nvml = self._nvml
+        call = getattr(nvml, "nvmlDeviceGetProcessUtilization", None)
+        if call is None:
+            return None, since_us, False
+        try:
+            samples = call(device.handle, since_us) or ()
+        except Exception as err:
+            code = getattr(err, "value", None)
+            if code in (0, getattr(nvml, "NVML_ERROR_NOT_FOUND", 6)):  # 0: success, no samples
+                return {}, since_us, True
+            never = (
+                getattr(nvml, "NVML_ERROR_NOT_SUPPORTED", 3),
+                getattr(nvml, "NVML_ERROR_NO_PERMISSION", 4),
+                getattr(nvml, "NVML_ERROR_FUNCTION_NOT_FOUND", 13),
+            )
+            return None, since_us, code not in never
+        sums: dict[int, list[float]] = {}
+        newest = since_us
+        for sample in samples:
+            try:
+                stamp, pid, util = int(sample.timeStamp), int(sample.pid), float(sample.smUtil)
+            except (AttributeError, TypeError, ValueError):
+                continue
+            if stamp <= since_us or not 0 <= util <= 100:
+                continue
+            newest = max(newest, stamp)
+            acc = sums.setdefault(pid, [0.0, 0.0])
+            acc[0] += util
+            acc[1] += 1
+        return {pid: round(total / n, 1) for pid, (total, n) in sums.items()}, newest, True
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._nvml.nvmlShutdown()
@@ -185,8 +298,10 @@ class Nvml:
 class GpuMonitor:
     """Readings of the visible GPUs, for a sampler that asks every second or so.
 
-    NVML is initialised once, on the first read. Utilisation and memory are read every time;
-    temperature, power and the power limit are cached for ``slow_ttl_s`` seconds. No library, no
+    NVML is initialised once, on the first read. Utilisation, memory and the processes on each GPU
+    (their memory, and their SM utilisation since the previous read where the driver reports it)
+    are read every time; temperature, power and the power limit are cached for ``slow_ttl_s``
+    seconds. No library, no
     driver or any NVML error gives zero GPUs and a note; :meth:`read` never raises.
     """
 
@@ -199,6 +314,9 @@ class GpuMonitor:
         self._nvml: Nvml | None = None
         self._init_note: str | None = None  # set once initialisation was tried
         self._slow: dict[int, tuple[float, float | None, float | None, float | None]] = {}
+        # per GPU index: the newest per-process utilisation sample seen (driver microseconds),
+        # or None once the driver said it cannot report per-process utilisation
+        self._util_seen: dict[int, int | None] = {}
 
     def _init(self) -> None:
         try:
@@ -220,6 +338,21 @@ class GpuMonitor:
         self._slow[device.index] = (now, temp, power, limit)
         return temp, power, limit
 
+    def _processes(self, nvml: Nvml, device: GpuDevice) -> tuple[GpuProcess, ...]:
+        """The processes on the device: memory every read, SM utilisation since the last read
+        (None for all of them after an NVML error, and from then on once the driver said it
+        cannot report it: not asked again)."""
+        memory = nvml.process_memory(device)
+        util: dict[int, float] | None = None
+        seen = self._util_seen.get(device.index, 0)
+        if seen is not None and memory:
+            util, newest, supported = nvml.process_util(device, seen)
+            self._util_seen[device.index] = newest if supported else None
+        return tuple(
+            GpuProcess(pid, used, None if util is None else util.get(pid, 0.0))
+            for pid, used in sorted(memory.items())
+        )
+
     def read(self) -> tuple[tuple[GpuReading, ...], str]:
         """The visible GPUs now, and a note ("" when fine; why there are none otherwise)."""
         with self._lock:
@@ -239,8 +372,11 @@ class GpuMonitor:
                         f"NVML error on GPU {device.index}: {_text(err) or type(err).__name__}",
                     )
                 temp, power, limit = self._slow_values(nvml, device)
+                processes = self._processes(nvml, device)
                 readings.append(
-                    GpuReading(device.index, device.name, util, used, total, temp, power, limit)
+                    GpuReading(
+                        device.index, device.name, util, used, total, temp, power, limit, processes
+                    )
                 )
             return tuple(readings), ""
 
@@ -250,3 +386,4 @@ class GpuMonitor:
                 self._nvml.close()
             self._nvml = None
             self._init_note = None
+            self._util_seen.clear()

@@ -61,7 +61,9 @@ class MemberRow:
     ``checkpoint``, ``waiting``: fractions of the interval before its last progress event),
     ``time_s`` (the same, cumulative seconds) and ``sb3`` (its last update's metrics) are as
     docs/events.md describes ``member_progress``; empty when its events had none (older runs,
-    no progress yet, or before the first update for ``sb3``); a value may be None."""
+    no progress yet, or before the first update for ``sb3``); a value may be None.
+    ``pid``, ``node`` and ``device``: its worker process as its last ``member_started`` named
+    it (None where unknown)."""
 
     fold: int
     member: int
@@ -77,6 +79,20 @@ class MemberRow:
     time_s: Mapping[str, float | None] = field(default_factory=lambda: _EMPTY)
     sb3: Mapping[str, float | int | None] = field(default_factory=lambda: _EMPTY)
     measure_overhead_share: float | None = None
+    pid: int | None = None
+    device: str | None = None
+
+    def on_host(self, hostname: str) -> bool:
+        """Whether its worker runs on the machine called ``hostname`` (its ``node`` is the host
+        name, or ``host/<Ray node id>`` with the Ray executor)."""
+        return self.node is not None and self.node.split("/", 1)[0] == hostname
+
+    def local_pid(self, hostname: str) -> int | None:
+        """Its worker's pid while it runs on ``hostname``, else None (another machine's pid,
+        or a member that is not running, says nothing about this one's processes)."""
+        if self.state != "running" or not self.on_host(hostname):
+            return None
+        return self.pid
 
     @property
     def has_training_detail(self) -> bool:
@@ -540,6 +556,8 @@ class RunsWatcher:
                 time_s=_mapping(m.time_s),
                 sb3=_mapping(m.sb3),
                 measure_overhead_share=m.measure_overhead_share,
+                pid=m.pid,
+                device=m.device,
             )
             for _, m in sorted(view.members.items())
         )

@@ -10,7 +10,10 @@ the machine:
   temperature and power cached for a few seconds. Any NVML problem means zero GPUs and a note,
   never an exception.
 * ``JobSource``: a callable returning ``{run_id: pid}`` of the live jobs; :func:`job_threads`
-  counts the processes and threads of each job's process tree and checks its BLAS environment.
+  counts the processes and threads of each job's process tree and checks its BLAS environment,
+  and every process of those trees gets a :class:`ProcessReading` (CPU % since the previous
+  sample, RSS, threads, and the GPU memory and SM utilisation NVML reports for its pid), all from
+  the one pass over ``/proc`` a sample makes (:func:`process_stats`).
 
 :class:`HardwareSampler` combines them into one :class:`HardwareSnapshot`;
 :class:`RecordedSampler` replays snapshots saved as JSON (tests, screenshots, demos).
@@ -25,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import psutil
 
@@ -65,6 +68,27 @@ class JobThreads:
 
 
 @dataclass(frozen=True)
+class ProcessReading:
+    """One process of a live job's tree at one sample.
+
+    ``cpu_pct``: its CPU time (user + system) since the previous sample over the wall time
+    between them, percent of one core (a busy 8-thread process reads up to 800); None on the
+    first sample that sees it. ``gpu_mem_bytes`` / ``gpu_util_pct``: summed over the GPUs NVML
+    lists it on (SM utilisation where the driver reports it); None where NVML does not list its
+    pid (no NVML, no GPU, not on a GPU, or a container whose pids NVML does not see).
+    """
+
+    pid: int
+    ppid: int
+    run_id: str
+    cpu_pct: float | None
+    rss_bytes: int
+    threads: int
+    gpu_mem_bytes: int | None = None
+    gpu_util_pct: float | None = None
+
+
+@dataclass(frozen=True)
 class HardwareSnapshot:
     ts: float  # time.time() of the sample
     per_core_pct: tuple[float, ...]
@@ -88,6 +112,8 @@ class HardwareSnapshot:
     affinity_cpus: int | None = None
     pids_current: int | None = None  # tasks in this cgroup (what pids.max really limits)
     mem_cgroup_used_bytes: int | None = None  # memory charged to this cgroup
+    # every process of the live jobs' trees, by run then pid; empty in snapshots from before
+    processes: tuple[ProcessReading, ...] = ()
 
     @property
     def tightest_thread_limit(self) -> tuple[str, int] | None:
@@ -129,9 +155,20 @@ class HardwareSnapshot:
         values = {key: value for key, value in data.items() if key in known}
         values["per_core_pct"] = tuple(float(v) for v in values["per_core_pct"])
         values["load_avg"] = tuple(float(v) for v in values["load_avg"])
-        values["gpus"] = tuple(GpuReading(**gpu) for gpu in values.get("gpus", ()))
+        values["gpus"] = tuple(GpuReading.from_dict(gpu) for gpu in values.get("gpus", ()))
         values["jobs"] = tuple(JobThreads(**job) for job in values.get("jobs", ()))
+        known_proc = {f.name for f in fields(ProcessReading)}
+        values["processes"] = tuple(
+            ProcessReading(**{k: v for k, v in proc.items() if k in known_proc})
+            for proc in values.get("processes") or ()
+        )
         return cls(**values)
+
+    def process(self, pid: int | None) -> ProcessReading | None:
+        """The reading of ``pid`` if it is in a live job's tree, else None."""
+        if pid is None:
+            return None
+        return next((p for p in self.processes if p.pid == pid), None)
 
 
 # --------------------------------------------------------------------------- host
@@ -323,13 +360,23 @@ def read_environ(pid: int, proc_root: Path = PROC_ROOT) -> dict[str, str] | None
     return env
 
 
-def process_table(proc_root: Path = PROC_ROOT) -> dict[int, tuple[int, int]]:
-    """``{pid: (ppid, threads)}`` of every process, from one read of each ``/proc/<pid>/stat``.
+class ProcStat(NamedTuple):
+    """What one read of ``/proc/<pid>/stat`` says about a process."""
+
+    ppid: int
+    threads: int
+    cpu_ticks: int  # utime + stime, in clock ticks (``SC_CLK_TCK``)
+    rss_pages: int
+    start_ticks: int  # when it started, in clock ticks after boot: tells a reused pid apart
+
+
+def process_stats(proc_root: Path = PROC_ROOT) -> dict[int, ProcStat]:
+    """:class:`ProcStat` of every process, from one read of each ``/proc/<pid>/stat``.
 
     One pass over ``/proc`` per sample: walking a 256-process job tree with psutil (which
     rebuilds the parent map and checks each process's creation time) cost ~70 ms a sample.
     """
-    table: dict[int, tuple[int, int]] = {}
+    table: dict[int, ProcStat] = {}
     try:
         entries = os.listdir(proc_root)
     except OSError:
@@ -342,38 +389,60 @@ def process_table(proc_root: Path = PROC_ROOT) -> dict[int, tuple[int, int]]:
                 raw = fh.read()
         except OSError:
             continue  # exited while we read
-        # "pid (comm) state ppid ... num_threads ...": comm may hold spaces and parentheses.
+        # "pid (comm) state ppid ... utime stime ... num_threads ... starttime vsize rss ...":
+        # comm may hold spaces and parentheses; fields[i] is stat field i + 3 (proc(5)).
         fields = raw[raw.rfind(b")") + 2 :].split()
         try:
-            table[int(name)] = (int(fields[1]), int(fields[17]))
+            ppid, threads = int(fields[1]), int(fields[17])
         except (IndexError, ValueError):
             continue
+        try:
+            ticks, start, rss = int(fields[11]) + int(fields[12]), int(fields[19]), int(fields[21])
+        except (IndexError, ValueError):
+            ticks = start = rss = 0  # a short line (a hand-written test table): counts only
+        table[int(name)] = ProcStat(ppid, threads, ticks, rss, start)
     return table
+
+
+def process_table(proc_root: Path = PROC_ROOT) -> dict[int, tuple[int, int]]:
+    """``{pid: (ppid, threads)}`` of every process (:func:`process_stats`, shortened)."""
+    return {pid: (st.ppid, st.threads) for pid, st in process_stats(proc_root).items()}
+
+
+def _children(table: Mapping[int, Sequence[int]]) -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for child, row in table.items():
+        children.setdefault(row[0], []).append(child)
+    return children
+
+
+def _tree(pid: int, children: Mapping[int, Sequence[int]]) -> list[int]:
+    """``pid`` and all its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children.get(current, ()))
+    return out
 
 
 def job_threads(
     run_id: str,
     pid: int,
     proc_root: Path = PROC_ROOT,
-    table: Mapping[int, tuple[int, int]] | None = None,
+    table: Mapping[int, Sequence[int]] | None = None,
+    children: Mapping[int, Sequence[int]] | None = None,
 ) -> JobThreads | None:
     """Processes and threads of ``pid`` and all its descendants; None when ``pid`` is gone.
 
-    ``table``: a :func:`process_table` to reuse across the jobs of one sample.
+    ``table``: a :func:`process_table` (or :func:`process_stats`) to reuse across the jobs of one
+    sample, ``children`` the parent-to-children map built from it.
     """
     table = process_table(proc_root) if table is None else table
     if pid not in table:
         return None
-    children: dict[int, list[int]] = {}
-    for child, (parent, _threads) in table.items():
-        children.setdefault(parent, []).append(child)
-    processes = threads = 0
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        processes += 1
-        threads += table[current][1]
-        todo.extend(children.get(current, ()))
+    tree = _tree(pid, _children(table) if children is None else children)
+    processes, threads = len(tree), sum(table[p][1] for p in tree)
     env = read_environ(pid, proc_root)
     if env is None:
         return JobThreads(run_id, pid, processes, threads, None, {})
@@ -394,11 +463,43 @@ class _NoJobs:
         return {}
 
 
+def _clock_ticks() -> int:
+    try:
+        return int(os.sysconf("SC_CLK_TCK")) or 100
+    except (AttributeError, ValueError, OSError):
+        return 100
+
+
+def _page_size() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) or 4096
+    except (AttributeError, ValueError, OSError):
+        return 4096
+
+
+def gpu_by_pid(gpus: Iterable[GpuReading]) -> dict[int, tuple[int | None, float | None]]:
+    """``{pid: (GPU memory bytes, SM utilisation %)}`` summed over the GPUs NVML lists the pid
+    on; a part is None where no GPU reported it."""
+    out: dict[int, tuple[int | None, float | None]] = {}
+    for gpu in gpus:
+        for proc in gpu.processes:
+            mem, util = out.get(proc.pid, (None, None))
+            if proc.mem_used_bytes is not None:
+                mem = (mem or 0) + proc.mem_used_bytes
+            if proc.sm_util_pct is not None:
+                util = (util or 0.0) + proc.sm_util_pct
+            out[proc.pid] = (mem, util)
+    return out
+
+
 class HardwareSampler:
     """The live machine: host, GPUs and jobs in one snapshot per :meth:`sample` call.
 
     Calls are serialised by a lock, so it may be called from a worker thread (one at a time is
-    what the hardware screen does anyway).
+    what the hardware screen does anyway). The processes' CPU % is measured between consecutive
+    samples (``monotonic`` clock), whoever asked for them: screens that share one sampler share
+    its measurements, and :meth:`recent` lets a second screen reuse a fresh snapshot instead of
+    sampling again. ``proc_root``: where ``/proc`` is (tests give a fake tree).
     """
 
     def __init__(
@@ -407,47 +508,107 @@ class HardwareSampler:
         gpus: GpuSource | None = None,
         jobs: JobSource | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        proc_root: Path = PROC_ROOT,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host if host is not None else PsutilHost()
         self.gpus = gpus if gpus is not None else GpuMonitor()
         self.jobs = jobs if jobs is not None else _NoJobs()
+        self.proc_root = proc_root
         self._clock = clock
+        self._monotonic = monotonic
         self._lock = threading.Lock()
+        self._tick_s = 1.0 / _clock_ticks()
+        self._page = _page_size()
+        self._prev_cpu: dict[int, tuple[int, int]] = {}  # pid: (start_ticks, cpu_ticks)
+        self._prev_cpu_at: float | None = None
+        self._last: HardwareSnapshot | None = None
+        self._last_at: float | None = None
 
-    def _jobs(self) -> tuple[JobThreads, ...]:
+    def _jobs(
+        self, gpus: Sequence[GpuReading]
+    ) -> tuple[tuple[JobThreads, ...], tuple[ProcessReading, ...]]:
         try:
             live = dict(self.jobs())
         except Exception:  # the job list is the lead's; a failure there must not stop sampling
-            return ()
-        found = []
-        table = process_table() if live else {}
+            return (), ()
+        if not live:
+            self._prev_cpu, self._prev_cpu_at = {}, None
+            return (), ()
+        table = process_stats(self.proc_root)
+        now = self._monotonic()
+        elapsed = None if self._prev_cpu_at is None else now - self._prev_cpu_at
+        children = _children(table)
+        on_gpu = gpu_by_pid(gpus)
+        found, procs = [], []
+        cpu_now: dict[int, tuple[int, int]] = {}
         for run_id, pid in sorted(live.items()):
             try:
-                job = job_threads(str(run_id), int(pid), table=table)
-            except (psutil.Error, OSError):
+                job = job_threads(
+                    str(run_id), int(pid), self.proc_root, table=table, children=children
+                )
+            except (psutil.Error, OSError, ValueError):
                 job = None
-            if job is not None:
-                found.append(job)
-        return tuple(found)
+            if job is None:
+                continue
+            found.append(job)
+            for member in sorted(_tree(job.pid, children)):
+                st = table[member]
+                cpu_now[member] = (st.start_ticks, st.cpu_ticks)
+                before = self._prev_cpu.get(member)
+                cpu = None
+                if elapsed is not None and elapsed > 0 and before and before[0] == st.start_ticks:
+                    used = max(0, st.cpu_ticks - before[1]) * self._tick_s
+                    cpu = round(100.0 * used / elapsed, 1)
+                mem, util = on_gpu.get(member, (None, None))
+                procs.append(
+                    ProcessReading(
+                        member,
+                        st.ppid,
+                        job.run_id,
+                        cpu,
+                        st.rss_pages * self._page,
+                        st.threads,
+                        mem,
+                        util,
+                    )
+                )
+        self._prev_cpu, self._prev_cpu_at = cpu_now, now
+        return tuple(found), tuple(procs)
 
     def sample(self) -> HardwareSnapshot:
         with self._lock:
-            start = time.perf_counter()
-            host = self.host.read()
-            try:
-                gpus, note = self.gpus.read()
-            except Exception as err:  # a GpuSource should not raise; be safe anyway
-                gpus, note = (), f"GPU source failed: {err}"
-            jobs = self._jobs()
-            elapsed_ms = (time.perf_counter() - start) * 1000.0
-            return HardwareSnapshot(
-                ts=self._clock(),
-                gpus=tuple(gpus),
-                gpu_note=note,
-                jobs=jobs,
-                sample_ms=round(elapsed_ms, 2),
-                **asdict(host),
-            )
+            return self._sample()
+
+    def recent(self, max_age_s: float) -> HardwareSnapshot:
+        """The last snapshot if it was taken at most ``max_age_s`` seconds ago, else a new one."""
+        with self._lock:
+            last, at = self._last, self._last_at
+            if last is not None and at is not None and self._monotonic() - at <= max_age_s:
+                return last
+            return self._sample()
+
+    def _sample(self) -> HardwareSnapshot:
+        start = time.perf_counter()
+        host = self.host.read()
+        try:
+            gpus, note = self.gpus.read()
+        except Exception as err:  # a GpuSource should not raise; be safe anyway
+            gpus, note = (), f"GPU source failed: {err}"
+        jobs, processes = self._jobs(gpus)
+        elapsed_ms = (time.perf_counter() - start) * 1000.0
+        snap = HardwareSnapshot(
+            ts=self._clock(),
+            gpus=tuple(gpus),
+            gpu_note=note,
+            jobs=jobs,
+            sample_ms=round(elapsed_ms, 2),
+            processes=processes,
+            **asdict(host),
+        )
+        self._last, self._last_at = snap, self._monotonic()
+        return snap
 
     def close(self) -> None:
         close = getattr(self.gpus, "close", None)
@@ -474,6 +635,19 @@ class RecordedSampler:
             snapshot = self.snapshots[min(self.calls, len(self.snapshots) - 1)]
             self.calls += 1
             return snapshot
+
+    def recent(self, max_age_s: float) -> HardwareSnapshot:
+        """The snapshot last replayed (the replay does not move on); the first one before any."""
+        with self._lock:
+            return self.snapshots[min(max(self.calls - 1, 0), len(self.snapshots) - 1)]
+
+
+def recent_sample(sampler: Any, max_age_s: float) -> HardwareSnapshot:
+    """A snapshot at most ``max_age_s`` old from ``sampler``: its ``recent`` where it has one
+    (a screen that shares the app's sampler reuses the hardware screen's samples), else a new
+    :meth:`Sampler.sample`."""
+    recent = getattr(sampler, "recent", None)
+    return recent(max_age_s) if callable(recent) else sampler.sample()
 
 
 def load_snapshots(path: str | Path) -> list[HardwareSnapshot]:

@@ -1,15 +1,21 @@
-"""The hardware screen, the panel's home: CPU cores, RAM, GPUs and threads of the running jobs.
+"""The hardware screen, the panel's home: CPU cores, RAM, GPUs, threads of the running jobs, and
+their training processes (CPU %, RSS, threads, GPU memory per worker, named by the unit it trains).
 
 Sampling never runs on the UI thread: :class:`~ploutos_tui.screens.base.PollingScreen` calls
 ``sampler.sample()`` in a worker and schedules the next sample only once this one is drawn, so a
 slow sample (a hung NVML call, a huge process tree) delays the next one instead of piling up
-behind it. The screen always shows the latest snapshot only.
+behind it. The screen always shows the latest snapshot only. Which unit (fold/member) a worker pid trains
+comes from the run's ``member_started`` events, read through the app's runs watcher (its
+``poll_run``, in the same worker thread), only while a sample has job processes.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 from rich.text import Text
 from textual import events
@@ -18,7 +24,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.reactive import var
 from textual.widgets import Footer, Header, Static
 
-from ploutos_tui.model.sampling import HardwareSnapshot, JobThreads, Sampler
+from ploutos_tui.model.sampling import HardwareSnapshot, JobThreads, ProcessReading, Sampler
 from ploutos_tui.screens.base import PollingScreen
 from ploutos_tui.widgets.gpu import GpuCard, PercentSparkline
 from ploutos_tui.widgets.heatmap import CoreHeatmap, load_style
@@ -110,7 +116,105 @@ def job_text(job: JobThreads, max_vars: int = 1) -> Text:
     return text
 
 
-class HardwareScreen(PollingScreen[HardwareSnapshot]):
+def _size(n: int | None) -> str:
+    if n is None:
+        return "—"
+    return f"{n / 2**20:.0f} MiB" if n < GiB else f"{n / GiB:.1f} GiB"
+
+
+def _cpu(pct: float | None) -> str:
+    return "—" if pct is None else f"{pct:.0f}%"
+
+
+# label, width, right-aligned
+# (the run last: a narrow terminal crops it, not the numbers; its width is only its header's)
+PROCESS_COLUMNS = (
+    ("pid", 8, True),
+    ("unit", 9, False),
+    ("CPU %", 6, True),
+    ("RSS", 9, True),
+    ("threads", 7, True),
+    ("GPU mem", 9, True),
+    ("run", 26, False),
+)
+
+
+def _gpu_sum(procs: list[ProcessReading]) -> int | None:
+    known = [p.gpu_mem_bytes for p in procs if p.gpu_mem_bytes is not None]
+    return sum(known) if known else None
+
+
+def process_rows(
+    snap: HardwareSnapshot, units: Mapping[int, str]
+) -> list[tuple[str, str, str, str, str, str, str]]:
+    """The training processes table: per job its trainer (the job's pid) and each worker whose
+    pid a running unit's events name (``units``: pid to ``fold/member``), in unit order; the
+    job's other processes (forkserver, helpers, a worker not named yet) in one ``+N other`` row
+    of their sums. CPU is percent of one core since the previous sample (``—`` on the first)."""
+    rows: list[tuple[str, str, str, str, str, str, str]] = []
+    by_run: dict[str, list[ProcessReading]] = {}
+    for proc in snap.processes:
+        by_run.setdefault(proc.run_id, []).append(proc)
+    roots = {job.run_id: job.pid for job in snap.jobs}
+
+    def unit_key(proc: ProcessReading) -> tuple[int, ...]:
+        fold, _, member = units[proc.pid].partition("/")
+        return (int(fold), int(member)) if fold.isdigit() and member.isdigit() else (1 << 30,)
+
+    for run_id in sorted(by_run):
+        procs = by_run[run_id]
+        root = roots.get(run_id)
+        trainer = [p for p in procs if p.pid == root]
+        workers = sorted((p for p in procs if p.pid in units and p.pid != root), key=unit_key)
+        others = [p for p in procs if p.pid != root and p.pid not in units]
+        for proc in trainer + workers:
+            unit = units.get(proc.pid)
+            label = unit if proc.pid != root else ("trainer" + (f" {unit}" if unit else ""))
+            rows.append(
+                (
+                    str(proc.pid),
+                    label,
+                    _cpu(proc.cpu_pct),
+                    _size(proc.rss_bytes),
+                    f"{proc.threads:,}",
+                    _size(proc.gpu_mem_bytes),
+                    run_id,
+                )
+            )
+        if others:
+            measured = [p.cpu_pct for p in others if p.cpu_pct is not None]
+            rows.append(
+                (
+                    "",
+                    f"+{len(others)} other",
+                    _cpu(sum(measured)) if measured else "—",
+                    _size(sum(p.rss_bytes for p in others)),
+                    f"{sum(p.threads for p in others):,}",
+                    _size(_gpu_sum(others)),
+                    run_id,
+                )
+            )
+    return rows
+
+
+def _line(cells: tuple[str, ...]) -> str:
+    return "  ".join(
+        cell.rjust(width) if right else cell.ljust(width)
+        for cell, (_, width, right) in zip(cells, PROCESS_COLUMNS, strict=True)
+    ).rstrip()
+
+
+def process_table_text(rows: list[tuple[str, str, str, str, str, str, str]]) -> Text:
+    """:func:`process_rows` as aligned columns under a bold header, one line each (cropped,
+    never wrapped, in a narrow terminal)."""
+    out = Text(no_wrap=True, overflow="crop")
+    out.append(_line(tuple(label for label, _, _ in PROCESS_COLUMNS)), style="bold")
+    for row in rows:
+        out.append("\n" + _line(row), style="dim" if not row[0] else "")
+    return out
+
+
+class HardwareScreen(PollingScreen[tuple[HardwareSnapshot, dict[int, str]]]):
     """Cores, RAM, GPUs and threads, sampled every ``interval_s`` seconds off the UI thread."""
 
     SUB_TITLE = "hardware"
@@ -163,7 +267,22 @@ class HardwareScreen(PollingScreen[HardwareSnapshot]):
     HardwareScreen #hw-jobs {
         margin-top: 1;
     }
+    HardwareScreen #hw-procs {
+        height: auto;
+        max-height: 12;
+        border: round $primary;
+        border-title-style: bold;
+        border-subtitle-color: $text-muted;
+        padding: 0 1;
+        scrollbar-size-vertical: 1;
+    }
+    HardwareScreen #hw-procs-table {
+        text-wrap: nowrap;
+        text-overflow: clip;
+    }
     """
+
+    UNITS_EVERY_S = 5.0  # a steady process tree: its run's events are re-read this often
 
     snapshot: var[HardwareSnapshot | None] = var(None)
     """The snapshot on screen now (None before the first sample)."""
@@ -174,12 +293,21 @@ class HardwareScreen(PollingScreen[HardwareSnapshot]):
         interval_s: float = 1.0,
         history: int = 60,
         *,
+        watcher: Any = None,
+        hostname: str | None = None,
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
         super().__init__(interval_s, name=name, id=id, classes=classes)
         self.sampler = sampler
+        # where the units of worker pids are read: given, else the app's runs watcher (on mount)
+        self.watcher = watcher
+        self.hostname = hostname or socket.gethostname()
+        self.units: dict[int, str] = {}  # worker pid -> "fold/member", as of the last sample
+        self._process_rows: list[tuple[str, ...]] = []
+        # run id -> (when its events were read, its process tree then, the units they named)
+        self._units_cache: dict[str, tuple[float, frozenset[int], dict[int, str]]] = {}
         self.history = max(2, history)
         self.samples_shown = 0
         self.last_error = ""
@@ -215,12 +343,20 @@ class HardwareScreen(PollingScreen[HardwareSnapshot]):
             with VerticalScroll(id="hw-threads"):
                 yield Static(id="hw-thread-total")
                 yield Static(id="hw-jobs")
+        with VerticalScroll(id="hw-procs"):  # a Static, not a DataTable: 10x cheaper to draw
+            yield Static(id="hw-procs-table")
         yield Footer()
 
     def on_mount(self) -> None:
+        if self.watcher is None:
+            self.watcher = getattr(self.app, "watcher", None)
         self.query_one("#hw-cpu").border_title = "CPU"
         self.query_one("#hw-gpus").border_title = "GPU"
         self.query_one("#hw-threads").border_title = "Threads"
+        procs = self.query_one("#hw-procs")
+        procs.border_title = "Training processes"
+        procs.border_subtitle = "CPU % of one core since the last sample"
+        procs.display = False
         self._fit_heatmap(self.size.height)
         self.poll_now()
 
@@ -239,12 +375,52 @@ class HardwareScreen(PollingScreen[HardwareSnapshot]):
         if not self.polling:
             self.poll_now()
 
-    def fetch(self) -> HardwareSnapshot:
-        return self.sampler.sample()
+    def fetch(self) -> tuple[HardwareSnapshot, dict[int, str]]:
+        snap = self.sampler.sample()
+        return snap, self._units(snap)
 
-    def draw(self, result: HardwareSnapshot) -> None:
+    def _units(self, snap: HardwareSnapshot) -> dict[int, str]:
+        """``{worker pid: "fold/member"}`` of the running units on this host of the sampled jobs,
+        from their runs' events (worker thread); empty without job processes or a watcher.
+
+        A run's events are read again when its process tree changed (a worker started or
+        ended), else at most every :attr:`UNITS_EVERY_S` seconds: a steady tree costs no
+        event reading per sample."""
+        watcher = self.watcher
+        poll = getattr(watcher, "poll_run", None)
+        if not snap.processes or poll is None:
+            self._units_cache.clear()
+            return {}
+        pids: dict[str, set[int]] = {}
+        for proc in snap.processes:
+            pids.setdefault(proc.run_id, set()).add(proc.pid)
+        trees = {run_id: frozenset(found) for run_id, found in pids.items()}
+        now = time.monotonic()
+        units: dict[int, str] = {}
+        for job in snap.jobs:
+            tree = trees.get(job.run_id, frozenset())
+            cached = self._units_cache.get(job.run_id)
+            if cached is None or cached[1] != tree or now - cached[0] >= self.UNITS_EVERY_S:
+                found: dict[int, str] = {}
+                try:
+                    run = poll(job.run_id)
+                except Exception:  # a run folder that cannot be read names no unit
+                    run = None
+                for m in getattr(run, "members", ()):
+                    pid = m.local_pid(self.hostname)
+                    if pid is not None:
+                        found[pid] = f"{m.fold}/{m.member}"
+                cached = (now, tree, found)
+                self._units_cache[job.run_id] = cached
+            units.update(cached[2])
+        for gone in set(self._units_cache) - {job.run_id for job in snap.jobs}:
+            del self._units_cache[gone]
+        return units
+
+    def draw(self, result: tuple[HardwareSnapshot, dict[int, str]]) -> None:
         self.last_error = ""
-        self._show(result)
+        snap, self.units = result
+        self._show(snap)
         self.samples_shown += 1
 
     def draw_error(self, error: BaseException) -> None:
@@ -274,6 +450,14 @@ class HardwareScreen(PollingScreen[HardwareSnapshot]):
         self.query_one("#hw-cpu").border_subtitle = f"{stamp} · sampled in {snap.sample_ms:.1f} ms"
         self._show_gpus(snap)
         self._show_threads(snap)
+        self._show_processes(snap)
+
+    def _show_processes(self, snap: HardwareSnapshot) -> None:
+        rows = process_rows(snap, self.units)
+        self.query_one("#hw-procs").display = bool(rows)
+        if rows != self._process_rows:
+            self._process_rows = list(rows)
+            self._update("#hw-procs-table", process_table_text(rows))
 
     def _show_gpus(self, snap: HardwareSnapshot) -> None:
         panel = self.query_one("#hw-gpus", VerticalScroll)

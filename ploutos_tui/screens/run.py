@@ -3,10 +3,15 @@ policies, timing skill, overfitting, costs, seed spread), throughput history.
 
 Everything shown comes from :class:`ploutos_tui.model.runs.RunsWatcher` snapshots, polled in a
 worker thread (a :class:`PollingScreen`); the next poll is scheduled once the last one is drawn.
+While the run is live and has running members, the same poll takes a hardware snapshot from the
+app's one sampler (``app.sampler``; a recent one the hardware screen took is reused, never a
+second sampler), and the members table shows each running member's worker process: CPU %, RSS,
+threads and GPU memory.
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from rich.text import Text
@@ -18,6 +23,7 @@ from textual.widgets import DataTable, Footer, Label, Log, ProgressBar, Sparklin
 from textual.worker import Worker, WorkerState
 
 from ploutos_tui.model.runs import MemberRow, RunSnapshot, RunsWatcher, format_duration
+from ploutos_tui.model.sampling import HardwareSnapshot, ProcessReading, recent_sample
 from ploutos_tui.screens.base import PollingScreen
 from ploutos_tui.screens.modal import PanelModal
 from ploutos_tui.widgets.histogram import Histogram
@@ -112,9 +118,75 @@ SB3_LABELS = (
 )
 
 
-def member_detail(m: MemberRow) -> Text:
+def size_text(n: int | None) -> str:
+    """Bytes, short and with their unit: ``512 MiB``, ``1.2 GiB``; ``—`` when unknown."""
+    if n is None:
+        return "—"
+    if n < 1 << 30:
+        return f"{n / (1 << 20):.0f} MiB"
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+def cpu_text(pct: float | None) -> str:
+    """A process's CPU, percent of one core (``97%``, ``312%``); ``—`` before it is measured."""
+    return "—" if pct is None else f"{pct:.0f}%"
+
+
+def process_cells(proc: ProcessReading | None) -> tuple[Text, ...]:
+    """:data:`PROCESS_COLUMNS` of a member's worker process (``—`` each when unknown)."""
+    if proc is None:
+        return tuple(Text("—", justify="right") for _ in PROCESS_COLUMNS)
+    return (
+        Text(cpu_text(proc.cpu_pct), justify="right"),
+        Text(size_text(proc.rss_bytes), justify="right"),
+        Text(f"{proc.threads:,}", justify="right"),
+        Text(size_text(proc.gpu_mem_bytes), justify="right"),
+    )
+
+
+def process_words(
+    m: MemberRow, proc: ProcessReading | None, hostname: str, sampled: bool = True
+) -> Text | None:
+    """The running member's worker process in words (``pid 4242 on this host: CPU 97% of a
+    core · RSS 1.2 GiB · 9 threads · GPU 1.1 GiB, SM 35%``), or why there is nothing to say;
+    None for a member that is not running. ``sampled``: whether a hardware snapshot was taken
+    (the app shares its sampler with this screen; a bare screen has none)."""
+    if m.state != "running":
+        return None
+    out = Text("process: ")
+    if m.pid is None:
+        out.append("its events name no worker pid", style="dim")
+    elif not m.on_host(hostname):
+        out.append(f"pid {m.pid} on {m.node or 'an unknown node'}, ")
+        out.append("not this host: no readings", style="dim")
+    elif proc is None:
+        out.append(f"pid {m.pid} on this host, ")
+        why = "not in a live job's process tree" if sampled else "no hardware reading"
+        out.append(why, style="dim")
+    else:
+        out.append(f"pid {m.pid} on this host: ")
+        cpu = "CPU —" if proc.cpu_pct is None else f"CPU {proc.cpu_pct:.0f}% of a core"
+        out.append(f"{cpu} · RSS {size_text(proc.rss_bytes)} · {proc.threads:,} threads")
+        if proc.gpu_mem_bytes is None:
+            out.append(" · GPU —")
+        else:
+            sm = "" if proc.gpu_util_pct is None else f", SM {proc.gpu_util_pct:.0f}%"
+            out.append(f" · GPU {size_text(proc.gpu_mem_bytes)}{sm}")
+    if m.device:
+        out.append(f" · device {m.device}", style="dim")
+    return out
+
+
+def member_detail(
+    m: MemberRow,
+    proc: ProcessReading | None = None,
+    hostname: str | None = None,
+    live: bool = True,
+    sampled: bool = True,
+) -> Text:
     """The highlighted member in words: its steps/s and where its time went, SB3's metrics of
-    its last update, and its whole error."""
+    its last update, while it runs (in a ``live`` run) its worker process (``proc``, read on
+    ``hostname``: this machine by default), and its whole error."""
     out = Text()
     out.append(f"fold {m.fold} member {m.member}", style="bold")
     out.append(f" · {m.fps:,.0f} steps/s" if m.fps else " · — steps/s")
@@ -139,14 +211,25 @@ def member_detail(m: MemberRow) -> Text:
         out.append(" · ".join(cells))
     else:
         out.append("SB3: no update yet" if shares else "SB3: no metrics in its events", style="dim")
+    host = hostname or socket.gethostname()
+    words = process_words(m, proc, host, sampled) if live else None
+    if words is not None:
+        out.append("\n")
+        out.append_text(words)
     if m.error:
         out.append("\n")
         out.append(f"error: {m.error}", style="red")
     return out
 
 
-def member_cells(m: MemberRow, training: bool = False) -> tuple[Any, ...]:
-    """The member's row: :data:`MEMBER_COLUMNS`, then with ``training`` the
+def member_cells(
+    m: MemberRow,
+    training: bool = False,
+    process: bool = False,
+    proc: ProcessReading | None = None,
+) -> tuple[Any, ...]:
+    """The member's row: :data:`MEMBER_COLUMNS`, then with ``process`` the
+    :data:`PROCESS_COLUMNS` of its worker ``proc``, then with ``training`` the
     :data:`TRAINING_COLUMNS`, then its error."""
     eta = format_duration(m.eta_s) if m.state == "running" else "—"
     cells: tuple[Any, ...] = (
@@ -159,6 +242,8 @@ def member_cells(m: MemberRow, training: bool = False) -> tuple[Any, ...]:
         eta,
         m.node or "—",
     )
+    if process:
+        cells += process_cells(proc if m.state == "running" else None)
     if training:
         sb3 = m.sb3
         cells += (
@@ -298,6 +383,14 @@ MEMBER_COLUMNS = (
     ("ETA", "eta", 6, False),
     ("node", "node", 10, False),
 )
+# The running member's worker process, from the latest hardware snapshot: shown while the run
+# is live and has running members ("—" for one on another node, or not sampled yet).
+PROCESS_COLUMNS = (
+    ("CPU %", "cpu", 6, True),
+    ("RSS", "rss", 9, True),
+    ("threads", "threads", 7, True),
+    ("GPU mem", "gpu_mem", 9, True),
+)
 # Where the member's time went and SB3's metrics of its last update: shown when some member's
 # events have them (older runs keep their table as it was, the error column as wide).
 TRAINING_COLUMNS = (
@@ -313,6 +406,7 @@ TRAINING_COLUMNS = (
 # its header drawn at the old width: Textual caches header cells without their width); narrower
 # beside the training columns, so that a 200-column terminal shows the whole row.
 ERROR_WIDTH = {False: 64, True: 40}
+PROCESS_ERROR_WIDTH = {False: 40, True: 16}  # the same beside the process columns
 FOLD_COLUMNS = (
     ("fold", "fold", 4, False),
     ("", "who", 10, False),
@@ -322,6 +416,10 @@ FOLD_COLUMNS = (
     ("turnover", "turnover", 8, True),
     ("members", "used", 7, True),
 )
+
+
+def _local(m: MemberRow, hostname: str) -> bool:
+    return m.local_pid(hostname) is not None
 
 
 def _add_columns(table: DataTable, columns: tuple[tuple[str, str, int, bool], ...]) -> None:
@@ -361,15 +459,28 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
         Binding("question_mark", "help", "Help"),
     ]
 
-    def __init__(self, watcher: RunsWatcher, run_id: str, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        watcher: RunsWatcher,
+        run_id: str,
+        interval_s: float = 1.0,
+        *,
+        sampler: Any = None,
+        hostname: str | None = None,
+    ) -> None:
         super().__init__(interval_s)
         self.watcher = watcher
         self.run_id = run_id
+        # The hardware sampler to read the workers from: given, else the app's (on mount)
+        self.sampler = sampler
+        self.hostname = hostname or socket.gethostname()
         self.snapshot: RunSnapshot | None = None
+        self.hardware: HardwareSnapshot | None = None  # taken with the last poll, if any
         self.scope: str | None = None  # None: pooled, or the latest fold until pooled exists
         self.polls_rendered = 0
         self._members_keys: list[str] = []
         self._training_columns = False  # whether the members table has TRAINING_COLUMNS
+        self._process_columns = False  # whether it has PROCESS_COLUMNS
         self._member_column_keys: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ layout
@@ -402,6 +513,8 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        if self.sampler is None:
+            self.sampler = getattr(self.app, "sampler", None)
         # Fixed widths: a DataTable whose columns grow repaints its header late.
         self._member_columns(self.query_one("#members", DataTable), training=False)
         _add_columns(self.query_one("#folds", DataTable), FOLD_COLUMNS)
@@ -411,11 +524,24 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
         self.poll_now()
 
     # ------------------------------------------------------------------ polling
-    def fetch(self) -> RunSnapshot | None:
-        return self.watcher.poll_run(self.run_id)
+    def fetch(self) -> tuple[RunSnapshot | None, HardwareSnapshot | None]:
+        snap = self.watcher.poll_run(self.run_id)
+        hardware = None
+        wanted = snap is not None and snap.live
+        if (
+            wanted
+            and self.sampler is not None
+            and any(_local(m, self.hostname) for m in snap.members)
+        ):
+            try:  # the hardware screen's recent sample when there is one: no second sampling
+                hardware = recent_sample(self.sampler, max(2.0 * self.interval_s, 1.0))
+            except Exception:  # the run's view must not depend on the sampler
+                hardware = None
+        return snap, hardware
 
-    def draw(self, result: RunSnapshot | None) -> None:
-        self.show(result)
+    def draw(self, result: tuple[RunSnapshot | None, HardwareSnapshot | None]) -> None:
+        snap, self.hardware = result
+        self.show(snap)
 
     def draw_error(self, error: BaseException) -> None:
         self.query_one("#title", Static).update(
@@ -469,34 +595,51 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
         self._show_verdict(snap)
         self._show_history(snap)
 
-    def _member_columns(self, table: DataTable, training: bool) -> None:
-        """(Re)build the members table's columns: with or without :data:`TRAINING_COLUMNS`."""
+    def _member_columns(self, table: DataTable, training: bool, process: bool = False) -> None:
+        """(Re)build the members table's columns: with or without :data:`PROCESS_COLUMNS` and
+        :data:`TRAINING_COLUMNS`."""
         table.clear(columns=True)
-        columns = MEMBER_COLUMNS + (TRAINING_COLUMNS if training else ())
+        columns = (
+            MEMBER_COLUMNS
+            + (PROCESS_COLUMNS if process else ())
+            + (TRAINING_COLUMNS if training else ())
+        )
         _add_columns(table, columns)
-        table.add_column("error", key="error", width=ERROR_WIDTH[training])
+        width = (PROCESS_ERROR_WIDTH if process else ERROR_WIDTH)[training]
+        table.add_column("error", key="error", width=width)
         self._member_column_keys = (*(key for _, key, _, _ in columns), "error")
         self._training_columns = training
+        self._process_columns = process
         self._members_keys = []
+
+    def member_process(self, m: MemberRow) -> ProcessReading | None:
+        """The latest hardware reading of the member's worker, while it runs on this host."""
+        hardware = self.hardware
+        pid = m.local_pid(self.hostname)
+        return None if hardware is None or pid is None else hardware.process(pid)
 
     def _show_members(self, snap: RunSnapshot) -> None:
         table = self.query_one("#members", DataTable)
         keys = [f"{m.fold}/{m.member}" for m in snap.members]
         training = any(m.has_training_detail for m in snap.members)
-        self.query_one("#member-detail", Static).display = training
-        if training != self._training_columns:
-            self._member_columns(table, training)
+        process = snap.live and any(m.state == "running" for m in snap.members)
+        self.query_one("#member-detail", Static).display = training or process
+        if (training, process) != (self._training_columns, self._process_columns):
+            self._member_columns(table, training, process)
+        rows = [
+            member_cells(m, training, process, self.member_process(m) if process else None)
+            for m in snap.members
+        ]
         if keys == self._members_keys:
-            for key, m in zip(keys, snap.members, strict=True):
-                cells = member_cells(m, training)
+            for key, cells in zip(keys, rows, strict=True):
                 for col, cell in zip(self._member_column_keys, cells, strict=True):
                     table.update_cell(key, col, cell)
             self._show_member_detail()
             return
         cursor = table.cursor_row
         table.clear()
-        for key, m in zip(keys, snap.members, strict=True):
-            table.add_row(*member_cells(m, training), key=key)
+        for key, cells in zip(keys, rows, strict=True):
+            table.add_row(*cells, key=key)
         self._members_keys = keys
         if keys:
             table.move_cursor(row=min(cursor, len(keys) - 1), animate=False)
@@ -509,7 +652,11 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
         if snap is None or not snap.members or not detail.display:
             return
         row = self.query_one("#members", DataTable).cursor_row
-        detail.update(member_detail(snap.members[min(max(row, 0), len(snap.members) - 1)]))
+        m = snap.members[min(max(row, 0), len(snap.members) - 1)]
+        # a member "running" in the log of a dead trainer runs nowhere: no process words then
+        proc = self.member_process(m) if snap.live else None
+        sampled = self.hardware is not None
+        detail.update(member_detail(m, proc, self.hostname, live=snap.live, sampled=sampled))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "members":

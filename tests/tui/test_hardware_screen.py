@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -11,10 +12,13 @@ from rich.console import Console
 from textual.app import App
 from textual.widgets import ProgressBar, Sparkline, Static
 
+from ploutos_tui.model.runs import RunsWatcher
 from ploutos_tui.model.sampling import HardwareSnapshot, RecordedSampler, load_snapshots
-from ploutos_tui.screens.hardware import HardwareScreen
+from ploutos_tui.screens.hardware import HardwareScreen, process_rows
 from ploutos_tui.widgets.gpu import GpuCard
 from ploutos_tui.widgets.heatmap import CoreHeatmap, plan_layout, render_heatmap
+from tests.tui.live_run import HOST, LIVE, live_run, workers_snapshot
+from tests.tui.test_run_verdict import screen_text
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -306,3 +310,126 @@ def test_snapshot_256cores_3090_80x24(snap_compare):
 def test_snapshot_threads_near_limit_80x24(snap_compare):
     app = HardwareApp(recorded("threads_near_limit"))
     assert snap_compare(app, terminal_size=(80, 24), run_before=show_all_recorded)
+
+
+# --------------------------------------------------------------------------- training processes
+
+
+class WorkersApp(App[None]):
+    """The hardware screen beside a runs watcher, as the panel has them (``app.watcher``).
+    Not a HardwareApp: Textual would run that class's ``on_mount`` too (a second screen)."""
+
+    TITLE = "Ploutos"
+
+    def __init__(self, sampler, watcher) -> None:
+        super().__init__()
+        self.sampler = sampler
+        self.watcher = watcher
+        self.interval_s = 3600.0
+
+    def on_mount(self) -> None:
+        self.push_screen(HardwareScreen(self.sampler, self.interval_s, hostname=HOST))
+
+
+def process_table_text(screen: HardwareScreen) -> list[list[str]]:
+    """The training processes table as shown: its lines (after the header) split into cells."""
+    lines = text_of(screen.query_one("#hw-procs-table", Static)).splitlines()
+    assert lines[0].split() == ["pid", "unit", "CPU", "%", "RSS", "threads", "GPU", "mem", "run"]
+    rows = []
+    for line in lines[1:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        rows.append(([""] if not line[:8].strip() else []) + cells)  # "+N other": no pid
+    return rows
+
+
+WORKER_ROWS = [
+    ["4000", "trainer", "3%", "410 MiB", "6", "—", LIVE],
+    ["4242", "0/0", "97%", "1.2 GiB", "9", "1.1 GiB", LIVE],
+    ["", "+3 other", "99%", "1.4 GiB", "11", "—", LIVE],
+]
+
+
+def test_process_rows_name_the_units_and_sum_the_rest():
+    snap = workers_snapshot()
+    assert [list(r) for r in process_rows(snap, {4242: "0/0"})] == WORKER_ROWS
+    unnamed = process_rows(snap, {})  # no watcher: the trainer, and the rest summed
+    assert [r[1] for r in unnamed] == ["trainer", "+4 other"]
+    assert process_rows(load_snapshots(FIXTURES / "hardware_16cores.json")[-1], {}) == []
+
+
+async def test_the_training_processes_table_names_each_worker_by_its_unit(tmp_path):
+    with live_run(tmp_path / "runs"):
+        watcher = RunsWatcher(tmp_path / "runs", clock=lambda: 0.0)
+        app = WorkersApp(RecordedSampler([workers_snapshot()]), watcher)
+        async with app.run_test(size=(200, 50)) as pilot:
+            await wait_for(pilot, lambda: hardware_screen(app) is not None)
+            screen = hardware_screen(app)
+            await wait_for(pilot, lambda: screen.samples_shown >= 1)
+            await pilot.pause()
+            assert screen.units == {4242: "0/0", 4444: "1/1"}  # 4343 runs on another machine
+            assert screen.query_one("#hw-procs").display
+            assert process_table_text(screen) == WORKER_ROWS
+            line = "    4242  0/0           97%    1.2 GiB        9    1.1 GiB  " + LIVE
+            assert line in screen_text(app)
+
+
+async def test_no_job_processes_no_table():
+    app = HardwareApp(recorded("256cores_3090"))  # recorded before process readings
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await show_all_recorded(pilot)
+        assert not screen.query_one("#hw-procs").display
+
+
+def test_snapshot_training_processes_200x50(snap_compare, tmp_path):
+    with live_run(tmp_path / "runs"):
+        watcher = RunsWatcher(tmp_path / "runs", clock=lambda: 0.0)
+        app = WorkersApp(RecordedSampler([workers_snapshot()]), watcher)
+        assert snap_compare(app, terminal_size=(200, 50), run_before=show_all_recorded)
+
+
+def test_snapshot_training_processes_80x24(snap_compare, tmp_path):
+    with live_run(tmp_path / "runs"):
+        watcher = RunsWatcher(tmp_path / "runs", clock=lambda: 0.0)
+        app = WorkersApp(RecordedSampler([workers_snapshot()]), watcher)
+        assert snap_compare(app, terminal_size=(80, 24), run_before=show_all_recorded)
+
+
+class CountingWatcher(RunsWatcher):
+    def __init__(self, root) -> None:
+        super().__init__(root, clock=lambda: 0.0)
+        self.polls = 0
+
+    def poll_run(self, run_id):
+        self.polls += 1
+        return super().poll_run(run_id)
+
+
+async def test_the_table_follows_the_samples_and_the_events_are_read_when_the_tree_changes(
+    tmp_path,
+):
+    from dataclasses import replace
+
+    from ploutos_tui.model.sampling import ProcessReading
+
+    first = workers_snapshot()
+    busier = replace(
+        first,
+        processes=tuple(replace(p, cpu_pct=50.0) if p.pid == 4242 else p for p in first.processes),
+    )
+    grown = replace(
+        busier,
+        processes=(*busier.processes, ProcessReading(4444, 4001, LIVE, 12.0, 1 << 30, 7)),
+    )
+    with live_run(tmp_path / "runs"):
+        watcher = CountingWatcher(tmp_path / "runs")
+        app = WorkersApp(RecordedSampler([first, busier, busier, grown]), watcher)
+        async with app.run_test(size=(200, 50)) as pilot:
+            await wait_for(pilot, lambda: hardware_screen(app) is not None)
+            screen = hardware_screen(app)
+            screen.UNITS_EVERY_S = 3600.0  # a steady tree: its events are not read again
+            await show_all_recorded(pilot)
+            rows = process_table_text(screen)
+    assert watcher.polls == 2  # the first sample, and the one where 4444 appeared
+    assert rows[1][:3] == ["4242", "0/0", "50%"]  # the changed reading, redrawn
+    assert rows[2][:5] == ["4444", "1/1", "12%", "1.0 GiB", "7"]
+    assert rows[3][1] == "+3 other"

@@ -17,7 +17,9 @@ import pytest
 from textual.widgets import DataTable, Static
 
 from ploutos_tui.model.runs import MemberRow, RunsWatcher
+from ploutos_tui.screens.jobs import job_cells
 from ploutos_tui.screens.run import MEMBER_COLUMNS, RunScreen, member_detail
+from tests.tui.live_run import HOST, LIVE, live_run, workers_snapshot
 from tests.tui.panel_harness import ScreenApp, until
 from tests.tui.test_run_verdict import screen_text
 
@@ -278,3 +280,112 @@ def settle(condition):
 def test_snapshot_members_with_their_time_and_sb3_metrics(snap_compare, size):
     app = run_app(TIMING_REL)
     assert snap_compare(app, terminal_size=size, run_before=settle(lambda s: s.polls_rendered))
+
+
+# ---------------------------------------------------------------------------- worker processes
+class CountingSampler:
+    """The app's one sampler as the Run screen sees it: ``recent`` reuses what the hardware
+    screen sampled; ``sample`` would be a second sampling."""
+
+    def __init__(self, snapshot) -> None:
+        self.snapshot = snapshot
+        self.recent_calls = 0
+        self.sample_calls = 0
+
+    def recent(self, max_age_s: float):
+        self.recent_calls += 1
+        return self.snapshot
+
+    def sample(self):
+        self.sample_calls += 1
+        return self.snapshot
+
+
+class SamplerApp(ScreenApp):
+    """A bare app that, like the panel, holds one sampler (``app.sampler``)."""
+
+    def __init__(self, make, sampler) -> None:
+        super().__init__(make)
+        self.sampler = sampler
+
+
+def live_app(root: Path, sampler) -> SamplerApp:
+    watcher = RunsWatcher(root, clock=lambda: 0.0)
+    return SamplerApp(lambda: RunScreen(watcher, LIVE, SLOW, hostname=HOST), sampler)
+
+
+async def test_running_members_show_their_worker_process(tmp_path: Path):
+    sampler = CountingSampler(workers_snapshot())
+    with live_run(tmp_path / "runs"):
+        app = live_app(tmp_path / "runs", sampler)
+        async with app.run_test(size=(200, 50)) as pilot:
+            run = app.screen
+            await until(pilot, lambda: run.polls_rendered)
+            table = run.query_one("#members", DataTable)
+            assert column_keys(table)[8:12] == ["cpu", "rss", "threads", "gpu_mem"]
+            row = [cell(table, "0/0", key) for key in ("cpu", "rss", "threads", "gpu_mem")]
+            assert row == ["97%", "1.2 GiB", "9", "1.1 GiB"]
+            for key in ("0/1", "1/0", "1/1"):  # another node, pending, not in a job's tree
+                assert [cell(table, key, k) for k in ("cpu", "rss", "threads", "gpu_mem")] == [
+                    "—"
+                ] * 4
+            text = screen_text(app)
+            assert (
+                "process: pid 4242 on this host: CPU 97% of a core · RSS 1.2 GiB · 9 threads · "
+                "GPU 1.1 GiB, SM 35% · device cuda:0"
+            ) in text
+            # 3 slots at the measured rates: 0/0 needs 20 s, 0/1 6.7 s, 1/1 10 s; 1/0 (pending)
+            # starts at 6.7 s at the median 200/s and needs 15 s: the run ends at 21.7 s
+            assert "ETA 22s" in text
+            table.focus()
+            await pilot.press("down")
+            await pilot.pause()
+            text = screen_text(app)
+            assert "process: pid 4343 on far/0123abcd, not this host: no readings" in text
+            await pilot.press("down", "down")
+            await pilot.pause()
+            assert "process: pid 4444 on this host, not in a live job's process tree" in (
+                screen_text(app)
+            )
+    # the app's sampler, never a sampling of its own
+    assert sampler.recent_calls >= 1 and sampler.sample_calls == 0
+
+
+async def test_a_live_run_without_rates_shows_no_eta_and_its_processes_unsampled(tmp_path):
+    with live_run(tmp_path / "runs", with_progress=False):
+        app = ScreenApp(  # no app sampler: the processes are unknown, not an error
+            lambda: RunScreen(RunsWatcher(tmp_path / "runs", clock=lambda: 0.0), LIVE, SLOW)
+        )
+        async with app.run_test(size=(200, 50)) as pilot:
+            run = app.screen
+            await until(pilot, lambda: run.polls_rendered)
+            assert run.snapshot is not None and run.snapshot.live
+            assert run.snapshot.eta_s is None
+            text = screen_text(app)
+            assert "ETA —" in text
+            table = run.query_one("#members", DataTable)
+            assert cell(table, "0/0", "cpu") == "—" and cell(table, "0/0", "rss") == "—"
+        jobs = RunsWatcher(tmp_path / "runs", clock=lambda: 0.0).poll()
+        assert [getattr(c, "plain", c) for c in job_cells(jobs[0])][4] == "—"
+    with live_run(tmp_path / "again"):
+        (snap,) = RunsWatcher(tmp_path / "again", clock=lambda: 0.0).poll()
+        assert job_cells(snap)[4].plain == "22s"  # the jobs list shows the same ETA
+
+
+def test_the_member_detail_names_the_worker_process_in_words():
+    proc = workers_snapshot().process(4242)
+    running = MemberRow(0, 0, "running", 1, 9, 1.0, None, None, HOST, None, pid=4242)
+    lines = member_detail(running, proc, HOST).plain.splitlines()
+    assert lines[-1] == (
+        "process: pid 4242 on this host: CPU 97% of a core · RSS 1.2 GiB · 9 threads · "
+        "GPU 1.1 GiB, SM 35%"
+    )
+    unsampled = member_detail(running, None, HOST, sampled=False).plain.splitlines()[-1]
+    assert unsampled == "process: pid 4242 on this host, no hardware reading"
+    no_pid = MemberRow(0, 0, "running", 1, 9, 1.0, None, None, HOST, None)
+    assert member_detail(no_pid, None, HOST).plain.endswith("its events name no worker pid")
+    # not running, or a dead trainer's run: nothing said about processes
+    done = MemberRow(0, 0, "finished", 9, 9, 1.0, None, None, HOST, None, pid=4242)
+    assert "process" not in member_detail(done, proc, HOST).plain
+    assert "process" not in member_detail(running, proc, HOST, live=False).plain
+    assert running.local_pid("elsewhere") is None and running.local_pid(HOST) == 4242

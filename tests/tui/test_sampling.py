@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import types
+from dataclasses import asdict
 from pathlib import Path
 
 import psutil
@@ -419,3 +420,336 @@ def test_process_table_reads_parents_and_threads_even_with_spaces_in_names(tmp_p
     job = job_threads("r", 11, proc_root=tmp_path)
     assert (job.processes, job.threads) == (2, 11)
     assert job_threads("r", 99, proc_root=tmp_path) is None
+
+
+# --------------------------------------------------------------------------- per-process readings
+
+
+def stat_line(pid, ppid, utime, stime, threads, start, rss, comm="python"):
+    """A full /proc/<pid>/stat line (proc(5) field order)."""
+    return (
+        f"{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 4194560 0 0 0 0 {utime} {stime} 0 0 20 0 "
+        f"{threads} 0 {start} 123456789 {rss} 18446744073709551615 1 1 0 0 0 0 0\n"
+    )
+
+
+def write_proc(root: Path, rows: dict[int, tuple]) -> None:
+    """A fake /proc: ``{pid: (ppid, utime, stime, threads, start, rss[, comm])}``."""
+    for pid, row in rows.items():
+        (root / str(pid)).mkdir(exist_ok=True)
+        (root / str(pid) / "stat").write_text(stat_line(pid, *row))
+
+
+class FixedHost:
+    def read(self) -> HostReading:
+        return HostReading(
+            per_core_pct=(1.0, 2.0),
+            cpu_total_pct=1.5,
+            load_avg=(0.1, 0.2, 0.3),
+            usable_cpus=2,
+            host_cpus=2,
+            cpu_quota=None,
+            mem_used_bytes=GiB,
+            mem_total_bytes=8 * GiB,
+            mem_limit_bytes=None,
+            machine_threads=100,
+            ulimit_u=None,
+            pids_max=None,
+            threads_max=None,
+        )
+
+
+class FixedGpus:
+    def __init__(self, readings=()) -> None:
+        self.readings = tuple(readings)
+
+    def read(self):
+        return self.readings, "" if self.readings else "no NVIDIA GPU / driver: test"
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def test_per_process_cpu_rss_threads_and_gpu_of_a_fake_job_tree(tmp_path):
+    """Trainer 100 -> forkserver 101 -> workers 102, 103; 200 is not in any job."""
+    from engine.system.gpus import GpuProcess
+
+    write_proc(
+        tmp_path,
+        {
+            100: (1, 10, 5, 4, 1000, 25_000),
+            101: (100, 1, 0, 1, 1001, 2_000),
+            102: (101, 100, 20, 9, 1002, 300_000, "my (odd) worker"),
+            103: (101, 50, 50, 9, 1003, 310_000),
+            200: (1, 999, 999, 1, 5, 1),
+        },
+    )
+    gpu = GpuReading(
+        0,
+        "H200",
+        50.0,
+        8 * GiB,
+        141 * GiB,
+        None,
+        None,
+        None,
+        (GpuProcess(102, 3 * GiB, 35.0), GpuProcess(999, GiB, 10.0)),
+    )
+    now = [50.0]
+    sampler = HardwareSampler(
+        host=FixedHost(),
+        gpus=FixedGpus([gpu]),
+        jobs=lambda: {"run-a": 100},
+        proc_root=tmp_path,
+        monotonic=lambda: now[0],
+    )
+    first = sampler.sample()
+    assert [p.pid for p in first.processes] == [100, 101, 102, 103]
+    assert all(p.cpu_pct is None for p in first.processes)  # nothing to measure against yet
+    assert first.jobs[0].processes == 4 and first.jobs[0].threads == 23
+
+    # two seconds later: 102 used 2 s of CPU (200 % of a core), 103 half a second, 100 none;
+    # 101 is a new process under the same pid (its start time changed): not measured
+    now[0] = 52.0
+    write_proc(
+        tmp_path,
+        {
+            100: (1, 10, 5, 4, 1000, 25_000),
+            101: (100, 0, 0, 1, 7777, 2_000),
+            102: (101, 100 + TICK * 3 // 2, 20 + TICK // 2, 9, 1002, 300_000),
+            103: (101, 50 + TICK // 4, 50 + TICK // 4, 9, 1003, 320_000),
+        },
+    )
+    snap = sampler.sample()
+    by_pid = {p.pid: p for p in snap.processes}
+    assert by_pid[100].cpu_pct == 0.0
+    assert by_pid[101].cpu_pct is None
+    assert by_pid[102].cpu_pct == pytest.approx(100.0)  # 2 s of CPU over 2 s of wall time
+    assert by_pid[103].cpu_pct == pytest.approx(25.0)
+    assert by_pid[102].rss_bytes == 300_000 * PAGE and by_pid[103].rss_bytes == 320_000 * PAGE
+    assert (by_pid[102].threads, by_pid[102].ppid, by_pid[102].run_id) == (9, 101, "run-a")
+    assert (by_pid[102].gpu_mem_bytes, by_pid[102].gpu_util_pct) == (3 * GiB, 35.0)
+    assert (by_pid[103].gpu_mem_bytes, by_pid[103].gpu_util_pct) == (None, None)
+    assert snap.process(102) is by_pid[102] and snap.process(999) is None
+    assert snap.process(None) is None
+    # the snapshot, processes included, survives JSON
+    assert HardwareSnapshot.from_dict(json.loads(json.dumps(snap.to_dict()))) == snap
+
+
+def test_cpu_percent_counts_every_core_a_process_uses(tmp_path):
+    write_proc(tmp_path, {10: (1, 0, 0, 8, 1, 1)})
+    now = [0.0]
+    sampler = HardwareSampler(
+        host=FixedHost(),
+        gpus=FixedGpus(),
+        jobs=lambda: {"r": 10},
+        proc_root=tmp_path,
+        monotonic=lambda: now[0],
+    )
+    sampler.sample()
+    now[0] = 0.5
+    write_proc(tmp_path, {10: (1, 2 * TICK, 0, 8, 1, 1)})  # 2 s of CPU in 0.5 s: four cores
+    assert sampler.sample().processes[0].cpu_pct == pytest.approx(400.0)
+
+
+def test_no_live_job_means_no_process_readings_and_a_fresh_start(tmp_path):
+    write_proc(tmp_path, {10: (1, 0, 0, 1, 1, 1)})
+    live = [{}]
+    now = [0.0]
+    sampler = HardwareSampler(
+        host=FixedHost(),
+        gpus=FixedGpus(),
+        jobs=lambda: live[0],
+        proc_root=tmp_path,
+        monotonic=lambda: now[0],
+    )
+    assert sampler.sample().processes == ()
+    live[0] = {"r": 10}
+    now[0] = 1.0
+    assert sampler.sample().processes[0].cpu_pct is None
+    live[0] = {"r": 999}  # gone
+    assert sampler.sample().processes == ()
+
+
+def test_recent_reuses_a_fresh_snapshot_and_samples_when_it_is_old(tmp_path):
+    now = [0.0]
+    calls = [0]
+
+    class CountingHost(FixedHost):
+        def read(self):
+            calls[0] += 1
+            return super().read()
+
+    sampler = HardwareSampler(host=CountingHost(), gpus=FixedGpus(), monotonic=lambda: now[0])
+    first = sampler.recent(2.0)  # nothing yet: samples
+    now[0] = 1.5
+    assert sampler.recent(2.0) is first and calls[0] == 1
+    now[0] = 2.5
+    assert sampler.recent(2.0) is not first and calls[0] == 2
+    assert sampler.sample() is not None and calls[0] == 3
+
+    snaps = [_snapshot(i) for i in range(3)]
+    recorded = RecordedSampler(snaps)
+    assert recorded.recent(1.0) == snaps[0] and recorded.calls == 0  # the replay stays put
+    recorded.sample()
+    recorded.sample()
+    assert recorded.recent(1.0) == snaps[1]
+
+
+def test_the_real_process_of_a_real_job_tree_is_read():
+    with Child(sanitized_env(), grandchild=True) as child:
+        sampler = HardwareSampler(gpus=FixedGpus(), jobs=lambda: {"r": child.pid})
+        sampler.sample()
+        snap = sampler.sample()
+    procs = {p.pid: p for p in snap.processes}
+    assert child.pid in procs and len(procs) == 2  # the child and its grandchild
+    me = procs[child.pid]
+    assert me.run_id == "r" and me.threads >= 4 and me.rss_bytes > 1 << 20
+    assert me.cpu_pct is not None and me.cpu_pct >= 0.0
+
+
+def test_snapshots_recorded_before_process_readings_still_load():
+    old = _snapshot().to_dict()
+    del old["processes"]
+    for gpu in old["gpus"]:
+        del gpu["processes"]
+    assert HardwareSnapshot.from_dict(old) == _snapshot()
+    assert HardwareSnapshot.from_dict(old).processes == ()
+
+
+# --------------------------------------------------------------------------- NVML per process
+
+
+class FakeNotFound(FakeNVMLError):
+    value = 6
+
+
+class FakeNotSupported(FakeNVMLError):
+    value = 3
+
+
+def nvml_with_processes(
+    *, util=None, compute=None, graphics=None, compute_error=None, with_calls=True
+):
+    """:func:`fake_pynvml` plus the per-process calls: ``util`` a list of sample lists handed
+    out one per call (an exception instance is raised instead)."""
+    fake = fake_pynvml()
+    if not with_calls:
+        return fake
+    utils = list(util or [])
+    seen_stamps: list[int] = []
+
+    def proc(pid, mem):
+        return types.SimpleNamespace(pid=pid, usedGpuMemory=mem)
+
+    def running(kind, listed):
+        def fn(_handle):
+            fake.calls[kind] = fake.calls.get(kind, 0) + 1
+            if kind == "compute" and compute_error is not None:
+                raise compute_error
+            return [proc(pid, mem) for pid, mem in listed]
+
+        return fn
+
+    def process_util(_handle, since):
+        fake.calls["util"] = fake.calls.get("util", 0) + 1
+        seen_stamps.append(since)
+        result = utils.pop(0) if utils else []
+        if isinstance(result, Exception):
+            raise result
+        return [types.SimpleNamespace(pid=p, timeStamp=t, smUtil=u) for p, t, u in result]
+
+    fake.NVML_ERROR_NOT_FOUND = 6
+    fake.nvmlDeviceGetComputeRunningProcesses = running("compute", compute or [])
+    fake.nvmlDeviceGetGraphicsRunningProcesses = running("graphics", graphics or [])
+    fake.nvmlDeviceGetProcessUtilization = process_util
+    fake.seen_stamps = seen_stamps
+    return fake
+
+
+def test_nvml_lists_each_processes_memory_and_sm_utilisation(monkeypatch):
+    from engine.system.gpus import GpuProcess
+
+    fake = nvml_with_processes(
+        compute=[(4242, 3 * GiB), (4343, None)],
+        graphics=[(4242, 3 * GiB), (77, 64 << 20)],  # 4242 in both lists: counted once
+        util=[
+            [(4242, 1_000, 30), (4242, 2_000, 50), (4343, 1_500, 200)],  # 200 %: not a sample
+            FakeNotFound("Not Found"),  # no sample since: the processes were idle
+            [(4242, 2_000, 99), (4242, 3_000, 10)],  # 2,000 was seen already
+        ],
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monitor = GpuMonitor()
+    (gpu,) = monitor.read()[0]
+    assert gpu.processes == (
+        GpuProcess(77, 64 << 20, 0.0),
+        GpuProcess(4242, 3 * GiB, 40.0),
+        GpuProcess(4343, None, 0.0),
+    )
+    assert [p.sm_util_pct for p in monitor.read()[0][0].processes] == [0.0, 0.0, 0.0]
+    assert {p.pid: p.sm_util_pct for p in monitor.read()[0][0].processes}[4242] == 10.0
+    assert fake.seen_stamps == [0, 2_000, 2_000]  # each call asks only for newer samples
+    # the reading survives JSON
+    assert GpuReading.from_dict(json.loads(json.dumps(asdict(gpu)))) == gpu
+
+
+def test_per_process_utilisation_not_supported_is_none_and_not_asked_again(monkeypatch):
+    fake = nvml_with_processes(compute=[(4242, GiB)], util=[FakeNotSupported("Not Supported")] * 3)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monitor = GpuMonitor()
+    for _ in range(3):
+        (gpu,) = monitor.read()[0]
+        assert [(p.pid, p.mem_used_bytes, p.sm_util_pct) for p in gpu.processes] == [
+            (4242, GiB, None)
+        ]
+    assert fake.calls["util"] == 1 and fake.calls["compute"] == 3
+
+
+class FakeGpuLost(FakeNVMLError):
+    value = 15
+
+
+def test_a_passing_utilisation_error_is_unknown_once_then_asked_again(monkeypatch):
+    fake = nvml_with_processes(
+        compute=[(4242, GiB)], util=[FakeGpuLost("GPU is lost"), [(4242, 5, 70)]]
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monitor = GpuMonitor()
+    assert monitor.read()[0][0].processes[0].sm_util_pct is None
+    assert monitor.read()[0][0].processes[0].sm_util_pct == 70.0
+    assert fake.calls["util"] == 2
+
+
+def test_nvml_process_errors_and_an_old_library_never_break_the_reading(monkeypatch):
+    failing = nvml_with_processes(
+        compute_error=FakeNotSupported("Not Supported"), graphics=[(9, GiB)]
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", failing)
+    (gpu,) = GpuMonitor().read()[0]
+    assert [p.pid for p in gpu.processes] == [9]  # the list that worked
+    assert gpu.util_pct == 95.0
+
+    monkeypatch.setitem(sys.modules, "pynvml", nvml_with_processes(with_calls=False))
+    gpus, note = GpuMonitor().read()  # a library without the per-process calls
+    assert note == "" and gpus[0].processes == ()
+
+    no_processes = nvml_with_processes()
+    monkeypatch.setitem(sys.modules, "pynvml", no_processes)
+    assert GpuMonitor().read()[0][0].processes == ()
+    assert "util" not in no_processes.calls  # nothing on the GPU: utilisation not asked
+
+
+def test_the_sampler_joins_nvml_processes_to_the_job_tree_by_pid(monkeypatch, tmp_path):
+    write_proc(tmp_path, {500: (1, 0, 0, 3, 1, 1000), 501: (500, 0, 0, 12, 2, 90_000)})
+    fake = nvml_with_processes(compute=[(501, 5 * GiB)], util=[[(501, 10, 62)]])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    sampler = HardwareSampler(
+        host=FixedHost(), gpus=GpuMonitor(), jobs=lambda: {"r": 500}, proc_root=tmp_path
+    )
+    snap = sampler.sample()
+    assert {p.pid: (p.gpu_mem_bytes, p.gpu_util_pct) for p in snap.processes} == {
+        500: (None, None),
+        501: (5 * GiB, 62.0),
+    }
