@@ -27,6 +27,14 @@ if TYPE_CHECKING:  # the same names, for type checkers and import-linter (both r
     from engine.data.sources.alpaca import ENV_KEY_ID as ALPACA_ENV_KEY_ID
     from engine.data.sources.alpaca import ENV_SECRET_KEY as ALPACA_ENV_SECRET_KEY
     from engine.data.store import Dataset, manifest_path, parse_symbols
+    from engine.runs.compare import (
+        MISSING,
+        Comparison,
+        MeasuredRate,
+        RunFigures,
+        compare_runs,
+        measured_rate,
+    )
     from engine.runs.events import EventLog, EventTail, parse_stamp
     from engine.runs.folder import (
         LIVE,
@@ -90,6 +98,13 @@ __all__ = [
     "EventTail",
     "parse_stamp",
     "RunView",
+    # runs side by side, and the measured rate a new run is projected from (light)
+    "MISSING",
+    "Comparison",
+    "MeasuredRate",
+    "RunFigures",
+    "compare_runs",
+    "measured_rate",
     "start_detached",
     "stop_run",
     "read_yaml",
@@ -146,6 +161,12 @@ _LAZY: dict[str, tuple[str, str]] = {
     "RunView": ("engine.runs.view", "RunView"),
     "dig": ("engine.runs.view", "dig"),
     "number": ("engine.runs.view", "number"),
+    "MISSING": ("engine.runs.compare", "MISSING"),
+    "Comparison": ("engine.runs.compare", "Comparison"),
+    "MeasuredRate": ("engine.runs.compare", "MeasuredRate"),
+    "RunFigures": ("engine.runs.compare", "RunFigures"),
+    "compare_runs": ("engine.runs.compare", "compare_runs"),
+    "measured_rate": ("engine.runs.compare", "measured_rate"),
     "start_detached": ("engine.runs.jobs", "start_detached"),
     "stop_run": ("engine.runs.jobs", "stop_run"),
     "read_yaml": ("engine.yamlio", "read_yaml"),

@@ -40,7 +40,19 @@ HELP_KEYS: tuple[tuple[str, str, str], ...] = (
     ("j", "anywhere", "jobs: every run in the runs folder"),
     ("d", "anywhere", "dataset: manifest, check, builds"),
     ("n", "jobs", "new job: config, profile, ensemble, algorithm; plan shown first"),
-    ("ctrl+l", "new-job form", "launch the job (tab / shift+tab move between fields, esc cancels)"),
+    (
+        "enter / ctrl+l",
+        "new-job form",
+        "launch the job (up/down pick the config; tab / shift+tab move between fields, esc "
+        "cancels)",
+    ),
+    (
+        "space / c",
+        "jobs",
+        "mark a run for comparison / compare the marked runs (2 or more): config differences, "
+        "returns per fold vs buy and hold, Monte Carlo vs the null policies, verdicts",
+    ),
+    ("escape", "compare", "back to the jobs list (marks kept)"),
     ("enter / o", "jobs", "open the selected run: members, folds, Monte Carlo"),
     ("s / r", "jobs, run", "stop (members checkpoint) / resume the run"),
     ("l", "jobs, run", "the run's log tail"),
@@ -119,6 +131,12 @@ class PanelPalette(CommandPalette):
             # list that is already gone. Nothing is left to update; only an open palette raises.
             if self.is_active:
                 raise
+
+    def _watch__list_visible(self) -> None:
+        # A search that ends while the palette's widgets are not (or no longer) mounted, e.g.
+        # ctrl+p, a page key and a letter in one burst: there is no list to show or hide yet.
+        with contextlib.suppress(NoMatches):
+            super()._watch__list_visible()
 
     def _action_command_list(self, action: str) -> None:
         # A page key before the result list is laid out raises KeyError inside OptionList
@@ -256,11 +274,12 @@ class PloutosApp(App[None]):
     def action_show_jobs(self) -> None:
         """The jobs list itself: a run opened from it (and its log or help) is closed; a form
         still at work (a launch being prepared) stays open on top of the list."""
+        from ploutos_tui.screens.compare import CompareScreen
         from ploutos_tui.screens.run import LogScreen, RunHelpScreen, RunScreen
 
         self.switch_mode("jobs")
         while len(self.screen_stack) > 1 and isinstance(
-            self.screen, (RunScreen, LogScreen, RunHelpScreen)
+            self.screen, (RunScreen, LogScreen, RunHelpScreen, CompareScreen)
         ):
             self.pop_screen()
 

@@ -272,6 +272,109 @@ def schedule_eta_s(
     return end
 
 
+# ---------------------------------------------------------------------- per-member histories
+# The series a member's curves are drawn from, one value per kept `member_progress` (None where
+# the event had none): `mean_reward`, `fps`, and SB3's metrics of the last update.
+HISTORY_SERIES = (
+    "mean_reward",
+    "fps",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "clip_fraction",
+    "explained_variance",
+)
+HISTORY_POINTS = 512  # kept per member and series at most (the newest point is one more)
+
+
+class MemberHistory:
+    """One member's training curves: at most :data:`HISTORY_POINTS` points, ordered by timesteps.
+
+    Every ``stride``-th progress event is kept (``stride`` starts at 1); when the kept points
+    would pass the cap, every other one is dropped and ``stride`` doubles, so the points stay
+    evenly spread over the whole training at a bounded cost (amortised O(1) an event). The
+    newest event is always the last point (:meth:`points`), kept or not. A point at or past a
+    new event's timesteps is dropped first (a resumed member starts again from its checkpoint:
+    what it trained past that was lost), so ``steps`` only grows. ``version`` changes with
+    every change (a reader copies the points only when it moved).
+    """
+
+    __slots__ = ("steps", "values", "stride", "version", "_since", "_latest", "cap")
+
+    def __init__(self, cap: int = HISTORY_POINTS) -> None:
+        self.cap = max(2, cap + cap % 2)  # even: a thinning keeps the last kept point
+        self.steps: list[int] = []
+        self.values: dict[str, list[float | None]] = {name: [] for name in HISTORY_SERIES}
+        self.stride = 1
+        self.version = 0
+        self._since = 0  # events since the last kept one
+        self._latest: tuple[int, tuple[float | None, ...]] | None = None  # when not kept
+
+    def __len__(self) -> int:
+        return len(self.steps) + (self._latest is not None)
+
+    def rewind(self, timesteps: int) -> None:
+        """Drop the points past ``timesteps`` (a member restarted from a checkpoint there)."""
+        self._drop_from(timesteps, inclusive=False)
+
+    def _drop_from(self, timesteps: int, inclusive: bool) -> None:
+        steps = self.steps
+        cut = len(steps)
+        while cut and (steps[cut - 1] >= timesteps if inclusive else steps[cut - 1] > timesteps):
+            cut -= 1
+        latest = self._latest
+        drop_latest = latest is not None and (
+            latest[0] >= timesteps if inclusive else latest[0] > timesteps
+        )
+        if cut == len(steps) and not drop_latest:
+            return
+        del steps[cut:]
+        for series in self.values.values():
+            del series[cut:]
+        if drop_latest:
+            self._latest = None
+        self._since = self.stride  # the first point after a restart is kept
+        self.version += 1
+
+    def add(self, timesteps: int, values: tuple[float | None, ...]) -> None:
+        """One progress event's :data:`HISTORY_SERIES` values at ``timesteps``."""
+        self._drop_from(timesteps, inclusive=True)
+        self.version += 1
+        if self.steps and self._since + 1 < self.stride:
+            self._since += 1
+            self._latest = (timesteps, values)
+            return
+        self._since = 0
+        self._latest = None
+        self.steps.append(timesteps)
+        for series, value in zip(self.values.values(), values, strict=True):
+            series.append(value)
+        if len(self.steps) > self.cap:  # cap + 1 points: keep 0, 2, ..., cap (the last one)
+            del self.steps[1::2]
+            for series in self.values.values():
+                del series[1::2]
+            self.stride *= 2
+
+    def points(self) -> tuple[list[int], dict[str, list[float | None]]]:
+        """Copies of the steps and of each series, the newest event last."""
+        steps = list(self.steps)
+        values = {name: list(series) for name, series in self.values.items()}
+        if self._latest is not None:
+            steps.append(self._latest[0])
+            for series, value in zip(values.values(), self._latest[1], strict=True):
+                series.append(value)
+        return steps, values
+
+
+def history_values(view: MemberView) -> tuple[float | None, ...]:
+    """The :data:`HISTORY_SERIES` values of a member's last progress (None where unknown)."""
+    sb3 = view.sb3 or {}
+    fps = view.fps if view.fps > 0 else None
+    head: tuple[float | None, ...] = (number(view.mean_reward), fps)
+    return head + tuple(number(sb3.get(name)) for name in HISTORY_SERIES[2:])
+
+
 @dataclass
 class RunView:
     """What the events say about a run: the trainer's status file and the panel both use it.
@@ -302,6 +405,16 @@ class RunView:
     # The last `verdict` event's payload (:func:`verdict_payload`); None before one (and again
     # once the run is resumed: its folds are judged anew).
     verdict: dict[str, Any] | None = None
+    # Each member's training curves (:class:`MemberHistory`), by (fold, member); not in the
+    # status file (the panel reads them from the events).
+    histories: dict[tuple[int, int], MemberHistory] = field(default_factory=dict)
+
+    def history(self, fold: int, member: int) -> MemberHistory:
+        key = (fold, member)
+        found = self.histories.get(key)
+        if found is None:
+            found = self.histories[key] = MemberHistory()
+        return found
 
     def member(self, fold: int, member: int) -> MemberView:
         key = (fold, member)
@@ -356,6 +469,9 @@ class RunView:
             view.device = device if isinstance(device, str) else None
             view.error = None
             view.elapsed_s = view.resumed_from = None
+            started_at = _int_or_none(event.get("timesteps"))
+            if started_at is not None and (view.fold, view.member) in self.histories:
+                self.histories[view.fold, view.member].rewind(started_at)
         elif kind == "member_progress":
             view = self.member(event["fold"], event["member"])
             view.state = "running"
@@ -372,6 +488,9 @@ class RunView:
             view.measure_overhead_share = (
                 overhead if overhead is not None and overhead >= 0 else None
             )
+            timesteps = _int_or_none(view.timesteps)
+            if timesteps is not None:
+                self.history(view.fold, view.member).add(timesteps, history_values(view))
             self.fps_history.append(view.fps)
             if view.mean_reward is not None:
                 self.reward_history.append(view.mean_reward)

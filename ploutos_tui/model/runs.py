@@ -56,6 +56,28 @@ def freeze(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class MemberCurves:
+    """One member's training curves, as its progress events drew them: ``steps`` (timesteps,
+    increasing) and, per name of ``HISTORY_SERIES`` (``mean_reward``, ``fps``, ``policy_loss``,
+    ``value_loss``, ``entropy``, ``approx_kl``, ``clip_fraction``, ``explained_variance``), one
+    value per step (None where that event had none). At most ``HISTORY_POINTS`` + 1 points,
+    evenly spread over the whole training (engine.runs.view.MemberHistory)."""
+
+    steps: tuple[int, ...] = ()
+    series: Mapping[str, tuple[float | None, ...]] = field(default_factory=lambda: _EMPTY)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def values(self, name: str) -> tuple[float | None, ...]:
+        """One series (empty when unknown)."""
+        return self.series.get(name, ())
+
+
+NO_CURVES = MemberCurves()
+
+
+@dataclass(frozen=True)
 class MemberRow:
     """One member as of its last events. ``time_shares`` (``env``, ``inference``, ``gradient``,
     ``checkpoint``, ``waiting``: fractions of the interval before its last progress event),
@@ -63,7 +85,7 @@ class MemberRow:
     docs/events.md describes ``member_progress``; empty when its events had none (older runs,
     no progress yet, or before the first update for ``sb3``); a value may be None.
     ``pid``, ``node`` and ``device``: its worker process as its last ``member_started`` named
-    it (None where unknown)."""
+    it (None where unknown). ``curves``: its training curves (:class:`MemberCurves`)."""
 
     fold: int
     member: int
@@ -81,6 +103,7 @@ class MemberRow:
     measure_overhead_share: float | None = None
     pid: int | None = None
     device: str | None = None
+    curves: MemberCurves = NO_CURVES
 
     def on_host(self, hostname: str) -> bool:
         """Whether its worker runs on the machine called ``hostname`` (its ``node`` is the host
@@ -330,6 +353,9 @@ class _Tracked:
     status: dict[str, Any] = field(default_factory=dict)
     status_problem: str | None = None
     snapshot: RunSnapshot | None = None
+    # (history version, frozen curves) per member: a member whose curves did not move is not
+    # copied again
+    curves: dict[tuple[int, int], tuple[int, MemberCurves]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, folder: RunFolder) -> _Tracked:
@@ -484,6 +510,7 @@ class RunsWatcher:
         if tail.restarts != restarts:  # the log was replaced: what it said before is void
             t.view = RunView(run_id=t.folder.run_id)
             t.fold_errors.clear()
+            t.curves.clear()
             t.version += 1
         for event in events:
             self._apply(t, event)
@@ -537,6 +564,22 @@ class RunsWatcher:
         t.static = info
         return info
 
+    @staticmethod
+    def _curves(t: _Tracked, key: tuple[int, int]) -> MemberCurves:
+        """The member's curves, copied only when its history moved since the last build."""
+        history = t.view.histories.get(key)
+        if history is None:
+            return NO_CURVES
+        cached = t.curves.get(key)
+        if cached is not None and cached[0] == history.version:
+            return cached[1]
+        steps, values = history.points()
+        curves = MemberCurves(
+            tuple(steps), MappingProxyType({k: tuple(v) for k, v in values.items()})
+        )
+        t.curves[key] = (history.version, curves)
+        return curves
+
     def _build(self, t: _Tracked) -> RunSnapshot:
         view = t.view
         static = self._static(t)
@@ -558,8 +601,9 @@ class RunsWatcher:
                 measure_overhead_share=m.measure_overhead_share,
                 pid=m.pid,
                 device=m.device,
+                curves=self._curves(t, key),
             )
-            for _, m in sorted(view.members.items())
+            for key, m in sorted(view.members.items())
         )
         fold_ids = sorted(set(view.folds_evaluated) | set(t.fold_errors))
         folds = []

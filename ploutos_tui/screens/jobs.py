@@ -18,16 +18,22 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
+from textual.message import Message
+from textual.widgets import Button, DataTable, Footer, Input, Label, OptionList, Select, Static
+from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from ploutos_tui.actions import ensure_subprocess_ready
 from ploutos_tui.model.runs import RunSnapshot, RunsWatcher, format_duration
 from ploutos_tui.screens.base import PollingScreen
+from ploutos_tui.screens.compare import MARK_AT_LEAST_TWO, CompareScreen
 from ploutos_tui.screens.modal import PanelModal
 from ploutos_tui.screens.run import LogScreen, RunScreen, state_text
+from ploutos_tui.widgets.verdict import DASH
 
 DEFAULT_CONFIG = Path("config/demo.yaml")
+CONFIG_DIR = Path("config")
+HARDWARE_FILE = "hardware.yaml"  # hardware profiles, not a training config
 ALGORITHMS = ("ppo", "recurrent_ppo")
 
 
@@ -37,12 +43,71 @@ def one_line(err: BaseException | str) -> str:
 
 
 # ============================================================================ launch form
+def config_choices(default: Path | str, folder: Path | str = CONFIG_DIR) -> list[str]:
+    """The configs a new job can be made from: ``default`` (the panel's own) first, then every
+    ``*.yaml`` of ``folder`` but the hardware profiles, by name."""
+    shown = [str(default)]
+    try:
+        found = sorted(Path(folder).glob("*.yaml"))
+    except OSError:
+        found = []
+    for path in found:
+        if path.name == HARDWARE_FILE or not path.is_file() or _same_path(path, default):
+            continue
+        shown.append(str(path))
+    return shown
+
+
+def _same_path(a: Path | str, b: Path | str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return str(a) == str(b)
+
+
+class ConfigPicker(OptionList):
+    """The config files to choose from, the highlighted one is the choice. Enter submits the form
+    (it does not only select); ``value`` reads the highlighted path and, set to a path the list
+    lacks, adds it first."""
+
+    BINDINGS = [Binding("enter", "submit", "Launch", show=False)]
+
+    class Submitted(Message):
+        """Enter on the list."""
+
+    def __init__(self, choices: list[str], **kwargs: Any) -> None:
+        super().__init__(*(Option(path, id=path) for path in choices), compact=True, **kwargs)
+        self.choices = list(choices)
+        self.highlighted = 0 if choices else None
+
+    @property
+    def value(self) -> str:
+        index = self.highlighted
+        return self.choices[index] if index is not None and index < len(self.choices) else ""
+
+    @value.setter
+    def value(self, path: str) -> None:
+        path = str(path)
+        if path not in self.choices:
+            self.choices.insert(0, path)
+            self.clear_options()
+            self.add_options([Option(p, id=p) for p in self.choices])
+        self.highlighted = self.choices.index(path)
+
+    def action_submit(self) -> None:
+        self.post_message(self.Submitted())
+
+
 class LaunchScreen(PanelModal[str | None]):
     """New training job. Dismisses with the new run id, or None when cancelled.
 
-    Empty fields mean "what the config says"; the config's values are shown as placeholders once
-    it has been read. ``machine`` (an ``engine.train.plan.MachineInfo``) replaces the probe of this
-    machine, for tests.
+    The config is picked from ``config/*.yaml`` (the panel's own first); empty fields mean "what
+    the config says", and the config's values are shown as placeholders once it has been read.
+    Under the fields: the run's units (``folds x ensemble``) and its projected wall time from
+    the measured rate of the newest finished run of the same config and algorithm on this
+    machine (``host``: its name in ``run.json``, this machine's by default), then the plan.
+    ``machine`` (an ``engine.train.plan.MachineInfo``) replaces the probe of this machine, for
+    tests.
     """
 
     DEFAULT_CSS = """
@@ -53,9 +118,13 @@ class LaunchScreen(PanelModal[str | None]):
     }
     LaunchScreen #launch-title { text-style: bold; height: 1; margin-bottom: 1; }
     LaunchScreen .field { height: 1; }
+    LaunchScreen #config-field { height: auto; max-height: 4; }
     LaunchScreen .field Label { width: 16; }
     LaunchScreen .field Input, LaunchScreen .field Select { width: 1fr; }
-    LaunchScreen #launch-error { height: 1; margin-top: 1; color: $error; text-wrap: nowrap;
+    LaunchScreen #config { width: 1fr; max-height: 4; }
+    LaunchScreen #units { height: auto; margin-top: 1; }
+    LaunchScreen #projection { height: auto; }
+    LaunchScreen #launch-error { height: 1; color: $error; text-wrap: nowrap;
         text-overflow: ellipsis; }
     LaunchScreen #plan-box { height: 1fr; border-top: solid $primary-darken-2; }
     LaunchScreen #buttons { height: 1; align-horizontal: right; }
@@ -63,7 +132,10 @@ class LaunchScreen(PanelModal[str | None]):
     """
 
     BINDINGS = [
-        Binding("ctrl+l", "launch", "Launch"),
+        Binding("ctrl+l", "launch", "Launch", key_display="⏎/^l"),
+        Binding("enter", "launch", "Launch", show=False),
+        Binding("tab", "app.focus_next", "Move", key_display="tab/⇧tab"),
+        Binding("shift+tab", "app.focus_previous", "Move back", show=False),
         Binding("escape", "cancel", "Cancel"),
     ]
 
@@ -74,13 +146,19 @@ class LaunchScreen(PanelModal[str | None]):
         *,
         machine: Any = None,
         debounce_s: float = 0.3,
+        host: str | None = None,
+        config_dir: Path | str = CONFIG_DIR,
     ) -> None:
         super().__init__()
         self.watcher = watcher
         self.default_config = str(default_config)
         self.machine = machine
         self.debounce_s = debounce_s
+        self.host = host
+        self.config_dir = Path(config_dir)
         self.plan_text = ""
+        self.units_text = ""
+        self.projection_text = ""
         self.error = ""
         self.plans_shown = 0
         self.launching = False
@@ -92,9 +170,11 @@ class LaunchScreen(PanelModal[str | None]):
         profiles, profile_error = self._profiles()
         with Vertical():
             yield Label("New training job", id="launch-title")
-            with Horizontal(classes="field"):
+            with Horizontal(classes="field", id="config-field"):
                 yield Label("Config file")
-                yield Input(self.default_config, id="config", compact=True)
+                yield ConfigPicker(
+                    config_choices(self.default_config, self.config_dir), id="config"
+                )
             with Horizontal(classes="field"):
                 yield Label("Hardware")
                 yield Select(
@@ -116,12 +196,15 @@ class LaunchScreen(PanelModal[str | None]):
                     id="algorithm",
                     compact=True,
                 )
+            yield Static("Units: …", id="units")
+            yield Static("Projected wall time: …", id="projection")
             yield Static(profile_error, id="launch-error")
             with VerticalScroll(id="plan-box"):
                 yield Static("resolving the plan…", id="plan")
             with Horizontal(id="buttons"):
-                yield Button("Launch (ctrl+l)", id="launch", variant="primary", compact=True)
+                yield Button("Launch (⏎ / ctrl+l)", id="launch", variant="primary", compact=True)
                 yield Button("Cancel (esc)", id="cancel", compact=True)
+        yield Footer()
 
     @staticmethod
     def _profiles() -> tuple[list[str], str]:
@@ -133,13 +216,13 @@ class LaunchScreen(PanelModal[str | None]):
             return [], one_line(err)
 
     def on_mount(self) -> None:
-        self.query_one("#config", Input).focus()
+        self.query_one("#config", ConfigPicker).focus()
         self.call_after_refresh(self._recompute)
 
     # ------------------------------------------------------------------ fields
     def _fields(self) -> dict[str, Any]:
         """The form as ``launch_run`` arguments; raises ValueError for an invalid value."""
-        config = self.query_one("#config", Input).value.strip()
+        config = self.query_one("#config", ConfigPicker).value.strip()
         if not config:
             raise ValueError("config file: give the path of a YAML config")
         profile = self.query_one("#profile", Select).value
@@ -173,6 +256,17 @@ class LaunchScreen(PanelModal[str | None]):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         self._changed()
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self._changed()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_launch()
+
+    def on_config_picker_submitted(self, event: ConfigPicker.Submitted) -> None:
+        event.stop()
+        self.action_launch()
 
     def _changed(self) -> None:
         if not self.is_mounted:
@@ -225,11 +319,14 @@ class LaunchScreen(PanelModal[str | None]):
             return {}
         plan = plan_for(cfg, profile, obs_size, self.machine)
         text = format_plan(plan, width=max(60, min(width, 120)))
+        units, projection = self._units_and_projection(config_path, cfg, plan)
         warning = ""
         if obs_size is None:
             warning = f"no dataset at {cfg.dataset_path} yet: build it before launching"
         return {
             "plan": text,
+            "units": units,
+            "projection": projection,
             "warning": warning,
             "defaults": {
                 "profile": base.hardware_profile,
@@ -237,6 +334,34 @@ class LaunchScreen(PanelModal[str | None]):
                 "algorithm": base.training.algorithm,
             },
         }
+
+    def _units_and_projection(self, config_path: str, cfg: Any, plan: Any) -> tuple[str, str]:
+        """The run's units and its projected wall time (worker thread: reads run folders)."""
+        from engine.api import measured_rate
+
+        ensemble = cfg.training.ensemble
+        folds = plan.inputs.get("folds")
+        units = plan.inputs.get("units") or (folds or 1) * ensemble
+        timesteps = cfg.training.total_timesteps
+        slots = max(1, plan.parallel_members)
+        shape = f"{folds} fold{'s' * (folds != 1)}" if folds is not None else "1 fold (assumed)"
+        units_text = (
+            f"Units: {shape} x {ensemble} member{'s' * (ensemble != 1)} = {units} unit"
+            f"{'s' * (units != 1)} of {timesteps:,} timesteps, {slots} at a time"
+        )
+        algorithm = cfg.training.algorithm
+        rate = measured_rate(self.watcher.runs_root, config_path, algorithm, host=self.host)
+        if rate is None:
+            return units_text, (
+                f"Projected wall time: no measured rate yet (no finished {algorithm} run of "
+                f"{config_path} on this machine)"
+            )
+        wall = rate.projected_wall_s(units, timesteps, slots)
+        projection = (
+            f"Projected wall time: {format_duration(wall)} of training at {rate.rate:,.0f} "
+            f"timesteps/s per unit (measured in {rate.run_id}, {rate.slots} at a time)"
+        )
+        return units_text, projection
 
     def _observation_size(self, cfg: Any) -> int | None:
         """The policy's input size from the dataset's feature cache (built on first use, like
@@ -268,10 +393,17 @@ class LaunchScreen(PanelModal[str | None]):
         self.plans_shown += 1
         if "error" in result:
             self._set_error(result["error"])
+            self.units_text = self.projection_text = ""
+            self.query_one("#units", Static).update(f"Units: {DASH}")
+            self.query_one("#projection", Static).update(f"Projected wall time: {DASH}")
             return
         self._set_error(result.get("warning", ""))
         self.plan_text = result["plan"]
+        self.units_text = result.get("units", "")
+        self.projection_text = result.get("projection", "")
         self.query_one("#plan", Static).update(Text(self.plan_text))
+        self.query_one("#units", Static).update(Text(self.units_text))
+        self.query_one("#projection", Static).update(Text(self.projection_text))
         defaults = result.get("defaults") or {}
         if defaults:
             self.query_one("#profile", Select).prompt = f"{defaults['profile']} (config)"
@@ -329,6 +461,9 @@ COLUMNS: tuple[tuple[str, str, bool, int | None], ...] = (
 )
 
 
+MARK = "●"  # in the first column of a run marked for comparison
+
+
 def job_cells(snap: RunSnapshot) -> tuple[Any, ...]:
     return (
         snap.run_id,
@@ -367,6 +502,8 @@ class JobsScreen(PollingScreen[list[RunSnapshot]]):
         Binding("r", "resume", "Resume"),
         Binding("o", "open_run", "Open", key_display="⏎/o"),
         Binding("l", "log", "Log"),
+        Binding("space", "toggle_mark", "Mark"),
+        Binding("c", "compare", "Compare marked"),
     ]
 
     def __init__(
@@ -386,6 +523,7 @@ class JobsScreen(PollingScreen[list[RunSnapshot]]):
         self._keys: list[str] = []
         self._widths = (0, 0)
         self._select_next: str | None = None
+        self.marked: dict[str, None] = {}  # run ids marked for comparison, in marking order
 
     def compose(self) -> ComposeResult:
         yield Static("", id="jobs-head")
@@ -439,6 +577,7 @@ class JobsScreen(PollingScreen[list[RunSnapshot]]):
         table = self.query_one("#jobs", DataTable)
         keys = [s.run_id for s in snaps]
         selected = self._select_next or self.selected_run_id()
+        self.marked = {run_id: None for run_id in self.marked if run_id in keys}
         if keys == self._keys:
             for snap in snaps:
                 for (col, *_), cell in zip(COLUMNS, job_cells(snap), strict=True):
@@ -450,26 +589,35 @@ class JobsScreen(PollingScreen[list[RunSnapshot]]):
             if (run_w, config_w) != self._widths:
                 self._set_columns(table, run_w, config_w)
             for snap in snaps:
-                table.add_row(*job_cells(snap), key=snap.run_id)
+                table.add_row(self._mark_cell(snap.run_id), *job_cells(snap), key=snap.run_id)
             self._keys = keys
         if selected in keys:
             if self._select_next or table.cursor_row != keys.index(selected):
                 table.move_cursor(row=keys.index(selected), animate=False)
             if self._select_next == selected:
                 self._select_next = None
-        live = sum(1 for s in snaps if s.live)
-        self.query_one("#jobs-head", Static).update(
-            f"Runs in {self.watcher.runs_root}: {len(snaps)} run{'s' * (len(snaps) != 1)}, "
-            f"{live} live"
-        )
+        self._show_head()
         empty = self.query_one("#jobs-empty", Static)
         empty.display = not snaps
         if not snaps:
             empty.update("No runs yet. Press n to launch one.")
 
+    def _show_head(self) -> None:
+        snaps = self.snapshots
+        live = sum(1 for s in snaps if s.live)
+        marked = f", {len(self.marked)} marked (c compares)" if self.marked else ""
+        self.query_one("#jobs-head", Static).update(
+            f"Runs in {self.watcher.runs_root}: {len(snaps)} run{'s' * (len(snaps) != 1)}, "
+            f"{live} live{marked}"
+        )
+
+    def _mark_cell(self, run_id: str) -> Text:
+        return Text(MARK if run_id in self.marked else "", style="bold cyan")
+
     def _set_columns(self, table: DataTable, run_w: int, config_w: int) -> None:
         """Fixed column widths (a DataTable whose columns grow repaints its header late)."""
         table.clear(columns=True)
+        table.add_column("", key="mark", width=1)
         for key, label, right, width in COLUMNS:
             width = width or (run_w if key == "run" else config_w)
             table.add_column(Text(label, justify="right") if right else label, key=key, width=width)
@@ -516,6 +664,27 @@ class JobsScreen(PollingScreen[list[RunSnapshot]]):
             opener(run_id)
         else:
             self.app.push_screen(RunScreen(self.watcher, run_id, self.interval_s))
+
+    def action_toggle_mark(self) -> None:
+        """Mark the selected run for comparison, or unmark it."""
+        run_id = self._selected_or_warn()
+        if run_id is None:
+            return
+        if run_id in self.marked:
+            del self.marked[run_id]
+        else:
+            self.marked[run_id] = None
+        self.query_one("#jobs", DataTable).update_cell(run_id, "mark", self._mark_cell(run_id))
+        self._show_head()
+
+    def action_compare(self) -> None:
+        """The marked runs side by side; with fewer than two marked, one line says so."""
+        paths = {s.run_id: s.path for s in self.snapshots}
+        chosen = [paths[run_id] for run_id in self.marked if run_id in paths]
+        if len(chosen) < 2:
+            self.notify(f"{MARK_AT_LEAST_TWO} ({len(chosen)} marked)", severity="warning")
+            return
+        self.app.push_screen(CompareScreen(chosen))
 
     def action_log(self) -> None:
         run_id = self._selected_or_warn()

@@ -1,5 +1,7 @@
-"""One run in detail: members per fold, out-of-sample results, Monte Carlo, the verdict (null
-policies, timing skill, overfitting, costs, seed spread), throughput history.
+"""One run in detail: members per fold, the highlighted member's training curves (reward,
+steps/s, SB3's losses, entropy, KL, clip fraction, explained variance against timesteps),
+out-of-sample results, Monte Carlo, the verdict (null policies, timing skill, overfitting, costs,
+seed spread). Every number carries its unit; ``?`` says what each one means.
 
 Everything shown comes from :class:`ploutos_tui.model.runs.RunsWatcher` snapshots, polled in a
 worker thread (a :class:`PollingScreen`); the next poll is scheduled once the last one is drawn.
@@ -19,13 +21,14 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import DataTable, Footer, Label, Log, ProgressBar, Sparkline, Static
+from textual.widgets import DataTable, Footer, Label, Log, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
 from ploutos_tui.model.runs import MemberRow, RunSnapshot, RunsWatcher, format_duration
 from ploutos_tui.model.sampling import HardwareSnapshot, ProcessReading, recent_sample
 from ploutos_tui.screens.base import PollingScreen
 from ploutos_tui.screens.modal import PanelModal
+from ploutos_tui.widgets.curves import CURVES, CurvesPanel
 from ploutos_tui.widgets.histogram import Histogram
 from ploutos_tui.widgets.verdict import (
     GLOSSARY,
@@ -66,6 +69,20 @@ def pct(value: Any, signed: bool = True) -> str:
 
 def num(value: Any, fmt: str = ".2f") -> str:
     return format(value, fmt) if isinstance(value, (int, float)) else "—"
+
+
+def times(value: Any) -> str:
+    """A multiple of the portfolio's value (turnover): ``37.7×``; ``—`` when unknown."""
+    x = number(value)
+    return "—" if x is None else f"{x:.1f}×"
+
+
+def scope_name(scope: str) -> str:
+    """A Monte Carlo scope as the tables name it: ``pooled``, ``fold_01`` -> ``fold 1``."""
+    head, _, digits = scope.partition("_")
+    if head == "fold" and digits.isdigit():
+        return f"fold {int(digits)}"
+    return scope.replace("_", " ")
 
 
 def steps(n: int) -> str:
@@ -343,7 +360,18 @@ class RunHelpScreen(PanelModal[None]):
                 out.add_column(name, no_wrap=not last, ratio=1 if last else None)
             return out
 
-        terms = table("What the run screen shows", "statistic", "meaning")
+        run_terms = table("The run, its members and out-of-sample results", "number", "meaning")
+        for term, meaning in RUN_GLOSSARY:
+            run_terms.add_row(Text(term, style="bold cyan"), meaning)
+        curves = table(
+            "Training curves (x: timesteps; cyan the highlighted member, grey its fold's others)",
+            "chart",
+            "meaning",
+        )
+        for curve in CURVES:
+            unit = f" ({curve.unit})" if curve.unit else ""
+            curves.add_row(Text(curve.title + unit, style="bold cyan"), curve.meaning)
+        terms = table("The verdict", "statistic", "meaning")
         for term, meaning in GLOSSARY:
             terms.add_row(Text(term, style="bold cyan"), meaning)
         keys = table("Keys of this screen", "key", "what")
@@ -356,6 +384,8 @@ class RunHelpScreen(PanelModal[None]):
                 "closes this help.",
                 id="help-lead",
             )
+            yield Static(run_terms, id="help-run")
+            yield Static(curves, id="help-curves")
             yield Static(terms, id="help-terms")
             yield Static(keys, id="help-keys")
 
@@ -363,7 +393,65 @@ class RunHelpScreen(PanelModal[None]):
         self.dismiss(None)
 
 
+# One line per number of the run and members part of the screen, for its help (``?``); the
+# training curves' lines come from CURVES, the verdict's from the verdict widget's GLOSSARY.
+RUN_GLOSSARY: tuple[tuple[str, str], ...] = (
+    (
+        "progress, elapsed, ETA",
+        "timesteps trained over those planned, all members together; wall time since the run "
+        "started; time left at the members' measured steps/s",
+    ),
+    ("fold", "walk-forward fold number from 0, as in 'fold N' everywhere on this screen"),
+    ("mem", "member number within the fold's ensemble (each trains with its own seed)"),
+    ("state", "pending, running, finished, stopped (checkpointed) or failed"),
+    (
+        "timesteps",
+        "env steps this member has trained / its total (k = thousand, M = million)",
+    ),
+    ("steps/s", "env steps per second of the member since its process started training"),
+    (
+        "reward/ep",
+        "mean return of the member's last 100 finished training episodes, as a log return "
+        "(sum of the bars' log(equity change) after costs; +0.01 is about +1 %)",
+    ),
+    ("ETA (member)", "time left for this member at its current steps/s"),
+    ("node", "the machine its worker runs on (host name, or host/Ray node id)"),
+    ("CPU %", "its worker process's CPU, percent of one core (200% = two cores busy)"),
+    ("RSS", "its worker's resident memory (MiB / GiB)"),
+    ("threads", "threads of its worker process"),
+    ("GPU mem", "GPU memory its worker process holds (NVML, per process)"),
+    (
+        "env / inf / grad",
+        "% of the member's wall time stepping the env / running the policy / in SB3's "
+        "gradient updates (last interval while running, whole training once done)",
+    ),
+    ("π loss, V loss", "SB3's policy loss and value loss of the last update (see the curves)"),
+    ("entropy, KL", "policy entropy and approximate KL of the last update, in nats"),
+    ("clip", "% of samples whose probability ratio PPO clipped in the last update"),
+    ("expl var", "explained variance of the value head (1 perfect, 0 or below: none)"),
+    (
+        "return (out of sample)",
+        "% gain of the test window's equity, after costs, positions sold at the end",
+    ),
+    (
+        "Sharpe",
+        "annualised Sharpe ratio: mean / std of the per-bar log returns x sqrt(bars per year)",
+    ),
+    ("max DD", "largest fall of equity from its running peak, % of that peak"),
+    (
+        "turnover ×",
+        "total traded notional (buys + sells) / mean equity over the test window: 37.7× = the "
+        "portfolio's value traded 37.7 times",
+    ),
+    ("members", "members whose policies the ensemble used / members trained"),
+    ("simulations", "Monte Carlo paths simulated for the scope (pooled or one fold)"),
+    ("VaR 95 / CVaR 95", "5th percentile of the paths' final returns / mean of the worst 5 %"),
+    ("max DD median / p95", "median / 95th percentile of the paths' largest drawdowns, %"),
+)
+
+
 RUN_KEYS = (
+    ("↑ / ↓", "highlight another member: its detail line and training curves"),
     ("m", "next scope of the Monte Carlo and null-policy tables: pooled, then each fold"),
     ("s / r", "stop the run (members checkpoint) / resume it"),
     ("l", "the run's log tail"),
@@ -378,8 +466,8 @@ MEMBER_COLUMNS = (
     ("mem", "member", 3, False),
     ("state", "state", 8, False),
     ("timesteps", "timesteps", 13, True),
-    ("fps", "fps", 7, True),
-    ("reward", "reward", 8, True),
+    ("steps/s", "fps", 7, True),
+    ("reward/ep", "reward", 9, True),
     ("ETA", "eta", 6, False),
     ("node", "node", 10, False),
 )
@@ -418,6 +506,9 @@ FOLD_COLUMNS = (
 )
 
 
+MAX_FOLD_MATES = 7  # other members of the fold drawn behind the highlighted one, at most
+
+
 def _local(m: MemberRow, hostname: str) -> bool:
     return m.local_pid(hostname) is not None
 
@@ -445,9 +536,7 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
     RunScreen #mc-row { height: auto; }
     RunScreen #histogram { width: 1fr; max-width: 100; height: 10; }
     RunScreen #mc-stats { width: 30; height: auto; padding-left: 1; }
-    RunScreen .spark-row { height: 3; }
-    RunScreen .spark-label { width: 22; }
-    RunScreen Sparkline { width: 1fr; height: 3; }
+    RunScreen #curves { width: 1fr; }
     """
 
     BINDINGS = [
@@ -495,6 +584,8 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
             yield Label("Members", classes="section")
             yield DataTable(id="members", cursor_type="row", zebra_stripes=True)
             yield Static("", id="member-detail")
+            yield Label("Training curves", id="curves-title", classes="section")
+            yield CurvesPanel(id="curves")
             yield Label("Out of sample: ensemble vs buy and hold", classes="section")
             yield DataTable(id="folds", cursor_type="none", zebra_stripes=True)
             yield Label("Monte Carlo", id="mc-title", classes="section")
@@ -503,13 +594,6 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
                 yield Static("", id="mc-stats")
             yield Label("Verdict", id="verdict-title", classes="section")
             yield VerdictPanel("", id="verdict")
-            yield Label("History", classes="section")
-            with Horizontal(classes="spark-row"):
-                yield Static("fps", id="fps-label", classes="spark-label")
-                yield Sparkline([], id="fps-spark")
-            with Horizontal(classes="spark-row"):
-                yield Static("mean reward", id="reward-label", classes="spark-label")
-                yield Sparkline([], id="reward-spark")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -593,7 +677,6 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
         self._show_folds(snap)
         self._show_montecarlo(snap)
         self._show_verdict(snap)
-        self._show_history(snap)
 
     def _member_columns(self, table: DataTable, training: bool, process: bool = False) -> None:
         """(Re)build the members table's columns: with or without :data:`PROCESS_COLUMNS` and
@@ -649,10 +732,15 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
         """The detail line of the member under the cursor (the table's columns in words)."""
         snap = self.snapshot
         detail = self.query_one("#member-detail", Static)
-        if snap is None or not snap.members or not detail.display:
+        if snap is None or not snap.members:
+            self.query_one("#curves", CurvesPanel).show(None)
             return
         row = self.query_one("#members", DataTable).cursor_row
         m = snap.members[min(max(row, 0), len(snap.members) - 1)]
+        fold_mates = [o for o in snap.members if o.fold == m.fold and o is not m]
+        self.query_one("#curves", CurvesPanel).show(m, fold_mates[:MAX_FOLD_MATES])
+        if not detail.display:
+            return
         # a member "running" in the log of a dead trainer runs nowhere: no process words then
         proc = self.member_process(m) if snap.live else None
         sampled = self.hardware is not None
@@ -689,7 +777,7 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
                     Text(pct(ret), style=style, justify="right"),
                     Text(num(metrics.get("sharpe")), justify="right"),
                     Text(pct(metrics.get("max_drawdown"), signed=False), justify="right"),
-                    Text(num(metrics.get("turnover"), ".1f"), justify="right"),
+                    Text(times(metrics.get("turnover")), justify="right"),
                     Text(used, justify="right"),
                 )
         if not snap.folds:
@@ -716,7 +804,7 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
             return
         n_scopes = len(snap.montecarlo_scopes())
         hint = "  (m: next scope)" if n_scopes > 1 else ""
-        title.update(f"Monte Carlo: {scope.replace('_', ' ')}, final returns{hint}")
+        title.update(f"Monte Carlo: {scope_name(scope)}, final returns (% of start){hint}")
         hist.update_stats(stats)
         loss = stats.get("loss_probability")
         rows = [
@@ -752,19 +840,6 @@ class RunScreen(PollingScreen[RunSnapshot | None]):
             shown.append_text(fills)
         top.display = bool(shown)
         top.update(shown)
-
-    def _show_history(self, snap: RunSnapshot) -> None:
-        fps, reward = snap.fps_history, snap.reward_history
-        self.query_one("#fps-spark", Sparkline).data = list(fps)
-        self.query_one("#reward-spark", Sparkline).data = list(reward)
-        self.query_one("#fps-label", Static).update(
-            f"fps{f'  {fps[-1]:,.0f}' if fps else ''}\n"
-            + (f"[dim]max {max(fps):,.0f}[/]" if fps else "[dim]no progress yet[/]")
-        )
-        self.query_one("#reward-label", Static).update(
-            f"mean reward{f'  {reward[-1]:+.4f}' if reward else ''}\n"
-            + (f"[dim]{min(reward):+.4f}..{max(reward):+.4f}[/]" if reward else "")
-        )
 
     # ------------------------------------------------------------------ actions
     def action_back(self) -> None:

@@ -70,6 +70,11 @@ GLOSSARY: tuple[tuple[str, str], ...] = (
     ),
     ("perms, block", "number of permutations; length of the shuffled blocks in bars"),
     (
+        "observed / null median %",
+        "the ensemble's out-of-sample return; the median return over the shuffles (no timing)",
+    ),
+    ("trials, runs", "N: the members of every run on this dataset, each one trial of a strategy"),
+    (
         "PBO",
         "probability of backtest overfitting (CSCV, Bailey et al. 2015): how often the in-sample "
         "best trial ends in the bottom half out of sample; above 0.5 the selection is overfit",
@@ -79,8 +84,10 @@ GLOSSARY: tuple[tuple[str, str], ...] = (
         "probability that the true Sharpe beats SR0, the best Sharpe luck gives over N trials "
         "(every member of every run on this dataset) (Bailey & Lopez de Prado 2014)",
     ),
+    ("Sharpe /bar", "the ensemble's Sharpe ratio per bar (not annualised): mean / std of returns"),
     ("SR0 /bar", "expected largest per-bar Sharpe of N skill-less trials"),
     ("reality check p", "Hansen's SPA p-value that no trial beats the benchmark"),
+    ("paths", "what the Monte Carlo simulations resample, as the engine names it"),
     (
         "costs 0x..4x",
         "out-of-sample return with 0, 1, 2, 4 times the configured bps per side; break-even = "

@@ -359,3 +359,97 @@ def test_a_finished_run_is_never_stalled(tmp_path):
     folder = make_run(tmp_path)
     folder.write_status({"state": "finished", "heartbeat": "2020-01-01T00:00:00.000Z"})
     assert folder.run_state(now=parse_stamp("2026-01-01T00:00:00Z")).label == "finished"
+
+
+# ---------------------------------------------------------------------- per-member histories
+def _progress(fold, member, timesteps, reward=None, sb3=None, fps=100.0):
+    return {
+        "ts": "2026-01-01T00:00:00.000Z",
+        "type": "member_progress",
+        "fold": fold,
+        "member": member,
+        "timesteps": timesteps,
+        "total": 1_000_000,
+        "fps": fps,
+        "mean_reward": reward,
+        "sb3": sb3,
+    }
+
+
+def _started(fold, member, timesteps):
+    return {
+        "ts": "2026-01-01T00:00:00.000Z",
+        "type": "member_started",
+        "fold": fold,
+        "member": member,
+        "timesteps": timesteps,
+        "total": 1_000_000,
+        "node": "box",
+    }
+
+
+def test_a_member_history_is_bounded_evenly_spread_and_ends_at_the_newest_event():
+    from engine.runs.view import HISTORY_POINTS
+
+    view = RunView()
+    n = 5000
+    for i in range(n):
+        view.apply(_progress(0, 0, (i + 1) * 100, reward=i / n, sb3={"entropy": 1.0 - i / n}))
+    steps, values = view.histories[0, 0].points()
+    assert len(steps) <= HISTORY_POINTS + 1
+    assert len(steps) > HISTORY_POINTS // 2  # thinned by halves, never below half the cap
+    assert steps == sorted(set(steps))  # strictly increasing
+    assert steps[0] == 100 and steps[-1] == n * 100  # the first event and the newest one
+    gaps = {b - a for a, b in zip(steps[:-1], steps[1:], strict=True)}
+    assert len(gaps - {max(gaps)}) <= 1  # one stride, bar the newest point's own gap
+    assert values["mean_reward"][-1] == pytest.approx((n - 1) / n)
+    assert values["entropy"][0] == 1.0 and values["policy_loss"] == [None] * len(steps)
+    assert all(len(series) == len(steps) for series in values.values())
+    assert view.histories[0, 0].stride > 1
+
+
+def test_a_member_history_survives_a_resume_and_drops_what_was_lost(tmp_path):
+    """Trained to 5,000, checkpointed at 3,000, resumed: the points past 3,000 are gone, those
+    before it stay, and the resumed training goes on from there in timesteps order."""
+    folder = make_run(tmp_path)
+    log = EventLog(folder.events_path)
+    log.emit("run_started", run_id=folder.run_id, n_folds=1, ensemble=1, total_timesteps=9000)
+    resumed = {"ts": "2026-01-01T00:00:00.000Z", "type": "run_resumed", "run_id": folder.run_id}
+    with open(folder.events_path, "ab") as fh:
+        fh.write(
+            encode_lines(
+                _started(0, 0, 0),
+                *(_progress(0, 0, t, reward=t / 1e4) for t in range(1000, 6000, 1000)),
+                resumed,
+                _started(0, 0, 3000),
+                *(_progress(0, 0, t, reward=-t / 1e4) for t in (3500, 4500)),
+            )
+        )
+    view = replay(folder)
+    steps, values = view.histories[0, 0].points()
+    assert steps == [1000, 2000, 3000, 3500, 4500]
+    assert values["mean_reward"] == [0.1, 0.2, 0.3, -0.35, -0.45]
+    # restarted from its checkpoint, before its first progress: the lost points are gone already
+    restarted = RunView()
+    for event in (_started(0, 0, 0), *(_progress(0, 0, t) for t in (1000, 3000, 5000))):
+        restarted.apply(event)
+    restarted.apply(_started(0, 0, 3000))
+    assert restarted.histories[0, 0].points()[0] == [1000, 3000]
+    # a progress event at or before the last point replaces the points from there on
+    view.apply(_progress(0, 0, 4500, reward=1.0))
+    assert view.histories[0, 0].points()[0] == [1000, 2000, 3000, 3500, 4500]
+    assert view.histories[0, 0].points()[1]["mean_reward"][-1] == 1.0
+
+
+def test_histories_stay_out_of_the_status_file():
+    view = RunView()
+    view.apply(_started(0, 0, 0))
+    view.apply(_progress(0, 0, 100, reward=0.1, sb3={"entropy": 1.0}))
+    status = view.to_status()
+    assert "histories" not in status
+    assert set(status["per_member"][0]) == {
+        "fold", "member", "state", "timesteps", "total", "fps", "mean_reward", "eta_s", "node",
+        "error", "time_shares", "time_s", "sb3", "measure_overhead_share", "pid", "device",
+        "elapsed_s", "resumed_from",
+    }  # fmt: skip
+    json.dumps(status, allow_nan=False)

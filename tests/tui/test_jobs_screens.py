@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from textual.widgets import DataTable, Input, Log, Static
 
 from engine.errors import PloutosError
 from engine.runs.folder import RunFolder
 from engine.train.plan import assumed_machine
 from ploutos_tui.model.runs import RunsWatcher
-from ploutos_tui.screens.jobs import JobsScreen, LaunchScreen
+from ploutos_tui.screens.jobs import ConfigPicker, JobsScreen, LaunchScreen, config_choices
 from ploutos_tui.screens.run import LogScreen, RunScreen
 from ploutos_tui.widgets.histogram import Histogram
 from tests.tui.panel_harness import ScreenApp, until
@@ -92,7 +94,7 @@ async def test_jobs_table_lists_the_runs_with_their_states(runs: Path):
         await until(pilot, lambda: screen.polls_rendered)
         table = screen.query_one("#jobs", DataTable)
         assert table.row_count == 4
-        rows = [[str(c) for c in table.get_row_at(i)] for i in range(4)]
+        rows = [[str(c) for c in table.get_row_at(i)][1:] for i in range(4)]  # after the mark
         assert [r[0] for r in rows] == ORDER
         assert [r[1] for r in rows] == ["interrupted", "stopped", "failed", "finished"]
         assert rows[3][2:6] == ["100.0%", "21s", "—", "—"]  # recorded before verdicts: none
@@ -158,6 +160,36 @@ async def test_open_uses_the_app_hook_when_there_is_one(runs: Path):
 
 
 # ---------------------------------------------------------------------------- launch form
+def screen_text(app) -> str:
+    """What the terminal shows now, as plain text."""
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), record=True)
+    console.print(app.screen._compositor.render_update(full=True))
+    return console.export_text()
+
+
+def footer_text(app) -> str:
+    """The bottom line of the terminal (the footer of the screen on top)."""
+    return screen_text(app).splitlines()[-1]
+
+
+def test_the_configs_to_choose_from_put_the_panels_own_first_and_skip_hardware(tmp_path: Path):
+    folder = tmp_path / "config"
+    folder.mkdir()
+    for name in ("b.yaml", "a.yaml", "hardware.yaml", "notes.txt", "own.yaml"):
+        (folder / name).write_text("{}\n")
+    assert config_choices(folder / "own.yaml", folder) == [
+        str(folder / "own.yaml"),
+        str(folder / "a.yaml"),
+        str(folder / "b.yaml"),
+    ]
+    # the repo's own config/ (this test runs in the repo): hardware.yaml is not a choice
+    assert config_choices("config/demo.yaml") == [
+        "config/demo.yaml",
+        "config/training_config_v8.yaml",
+    ]
+
+
 async def test_new_job_form_shows_the_plan_then_escape_closes(runs: Path):
     app = jobs_app(RunsWatcher(runs))
     async with app.run_test(size=(100, 40)) as pilot:
@@ -165,13 +197,48 @@ async def test_new_job_form_shows_the_plan_then_escape_closes(runs: Path):
         await pilot.press("n")
         form = app.screen
         assert isinstance(form, LaunchScreen)
-        assert form.query_one("#config", Input).value == "config/demo.yaml"
+        picker = form.query_one("#config", ConfigPicker)
+        assert picker.value == "config/demo.yaml" and picker.highlighted == 0
+        assert picker.choices == ["config/demo.yaml", "config/training_config_v8.yaml"]
         await until(pilot, lambda: form.plans_shown)
         assert form.plan_text.startswith("Hardware plan: profile 'laptop' for ensemble 2, ppo")
         assert "n_envs" in static_text(form.query_one("#plan", Static))
         assert form.query_one("#ensemble", Input).placeholder == "2 (config)"
+        # The form's own keys in its footer, not the jobs list's.
+        footer = footer_text(app)
+        assert "Launch" in footer and "Move" in footer and "Cancel" in footer
+        assert "New job" not in footer and "Stop" not in footer
         await pilot.press("escape")
         assert isinstance(app.screen, JobsScreen)
+
+
+@pytest.mark.parametrize(
+    ("host", "projection"),
+    [
+        # the recorded finished run (its run.json says host "vm"): 4 x 4,096 timesteps in 6.85 s
+        (
+            "vm",
+            "Projected wall time: 7s of training at 2,392 timesteps/s per unit (measured in "
+            "20261127-214826-demo-36cd, 1 at a time)",
+        ),
+        (
+            "elsewhere",
+            "Projected wall time: no measured rate yet (no finished ppo run of config/demo.yaml "
+            "on this machine)",
+        ),
+    ],
+)
+async def test_the_form_shows_the_units_and_the_wall_time_from_a_measured_rate(
+    runs: Path, host: str, projection: str
+):
+    app = ScreenApp(lambda: LaunchScreen(RunsWatcher(runs), machine=MACHINE, host=host))
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = app.screen
+        await until(pilot, lambda: form.plans_shown)
+        assert form.units_text == (
+            "Units: 2 folds x 2 members = 4 units of 4,096 timesteps, 1 at a time"
+        )
+        assert form.projection_text == projection
 
 
 async def test_form_fields_change_the_plan_and_bad_values_show_one_line(runs: Path):
@@ -181,15 +248,18 @@ async def test_form_fields_change_the_plan_and_bad_values_show_one_line(runs: Pa
         await until(pilot, lambda: form.plans_shown)
         form.query_one("#ensemble", Input).value = "5"
         await until(pilot, lambda: "ensemble 5" in form.plan_text)
+        assert "2 folds x 5 members = 10 units" in form.units_text
         form.query_one("#profile").value = "auto"
         await until(pilot, lambda: "profile 'auto'" in form.plan_text)
         shown = form.plans_shown
-        form.query_one("#config", Input).value = "config/nope.yaml"
+        picker = form.query_one("#config", ConfigPicker)
+        picker.value = "config/nope.yaml"  # a path the list lacks: added first, chosen
+        assert picker.choices[0] == "config/nope.yaml" and picker.highlighted == 0
         await until(pilot, lambda: form.plans_shown > shown)
         assert form.error == "config/nope.yaml: no such config file"
         error = form.query_one("#launch-error", Static)
         assert error.region.height == 1 and "no such config file" in static_text(error)
-        form.query_one("#config", Input).value = "config/demo.yaml"
+        picker.value = "config/demo.yaml"
         # A clean clone has no data/demo yet: the form then warns, it does not fail.
         await until(
             pilot, lambda: form.error == "" or form.error.startswith("no dataset at data/demo")
@@ -199,7 +269,7 @@ async def test_form_fields_change_the_plan_and_bad_values_show_one_line(runs: Pa
         assert form.error == "ensemble size: 0 members; need at least 1"
         await pilot.press("ctrl+l")  # refused before anything starts
         assert isinstance(app.screen, LaunchScreen) and not form.launching
-        form.query_one("#config", Input).value = "pyproject.toml"  # a file, not a config
+        picker.value = "pyproject.toml"  # a file, not a config
         form.query_one("#ensemble", Input).value = ""
         await until(pilot, lambda: "pyproject.toml" in form.error)
         assert "\n" not in form.error
@@ -207,21 +277,55 @@ async def test_form_fields_change_the_plan_and_bad_values_show_one_line(runs: Pa
         assert not isinstance(app.screen, LaunchScreen)
 
 
+async def open_form(pilot) -> tuple[JobsScreen, LaunchScreen]:
+    """The jobs list, then the new-job form on it once its plan is shown."""
+    jobs = pilot.app.screen
+    await until(pilot, lambda: jobs.polls_rendered)
+    await pilot.press("n")
+    form = pilot.app.screen
+    await until(pilot, lambda: form.plans_shown)
+    return jobs, form
+
+
 async def test_launch_dismisses_with_the_run_id_and_the_table_shows_it(runs: Path):
     watcher = FakeWatcher(runs)
     app = jobs_app(watcher)
     async with app.run_test(size=(100, 40)) as pilot:
-        jobs = app.screen
-        await until(pilot, lambda: jobs.polls_rendered)
-        await pilot.press("n")
-        form = app.screen
-        await until(pilot, lambda: form.plans_shown)
+        jobs, form = await open_form(pilot)
         form.query_one("#ensemble", Input).value = "3"
         await pilot.press("ctrl+l")
         await until(pilot, lambda: app.screen is jobs)
         assert watcher.calls == [("launch", ("config/demo.yaml", None, 3, None))]
         await until(pilot, lambda: "20990101-000000-demo-beef" in jobs._keys)
         assert jobs.selected_run_id() == "20990101-000000-demo-beef"
+
+
+async def test_pick_a_config_from_the_list_and_launch_it_with_enter(runs: Path):
+    watcher = FakeWatcher(runs)
+    app = jobs_app(watcher)
+    async with app.run_test(size=(100, 40)) as pilot:
+        jobs, form = await open_form(pilot)
+        assert form.focused is form.query_one("#config", ConfigPicker)
+        await pilot.press("down")  # the next config of config/
+        assert form.query_one("#config", ConfigPicker).value == "config/training_config_v8.yaml"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is jobs)
+        assert watcher.calls == [("launch", ("config/training_config_v8.yaml", None, None, None))]
+        await until(pilot, lambda: "20990101-000000-demo-beef" in jobs._keys)
+
+
+async def test_enter_in_a_field_launches_and_tab_moves_between_fields(runs: Path):
+    watcher = FakeWatcher(runs)
+    app = jobs_app(watcher)
+    async with app.run_test(size=(100, 40)) as pilot:
+        jobs, form = await open_form(pilot)
+        await pilot.press("tab", "tab")  # config list -> hardware -> ensemble size
+        assert form.focused is form.query_one("#ensemble", Input)
+        await pilot.press("shift+tab")
+        assert form.focused is form.query_one("#profile")
+        await pilot.press("tab", "4", "enter")
+        await until(pilot, lambda: app.screen is jobs)
+        assert watcher.calls == [("launch", ("config/demo.yaml", None, 4, None))]
 
 
 # ---------------------------------------------------------------------------- run screen
@@ -323,7 +427,7 @@ def test_snapshot_run_screen(snap_compare, size):
 def test_snapshot_launch_form(snap_compare, monkeypatch: pytest.MonkeyPatch):
     # the observation size needs the demo dataset, which a fresh checkout does not have
     monkeypatch.setattr(LaunchScreen, "_observation_size", lambda self, cfg: 186)
-    app = ScreenApp(lambda: LaunchScreen(fixtures_watcher(), machine=MACHINE))
+    app = ScreenApp(lambda: LaunchScreen(fixtures_watcher(), machine=MACHINE, host="vm"))
     assert snap_compare(
         app, terminal_size=(80, 24), run_before=settle(lambda s: getattr(s, "plans_shown", 0))
     )

@@ -174,15 +174,18 @@ async def test_palette_enter_enter_within_a_second_keeps_the_panel(panel) -> Non
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("key", ["pageup", "pagedown"])
-async def test_page_keys_as_the_palette_opens_keep_the_panel(panel, key: str) -> None:
-    """ctrl+p and a page key in one burst: the palette's list is not laid out yet."""
+@pytest.mark.parametrize(
+    "keys", [["ctrl+p", "pageup"], ["ctrl+p", "pagedown"], ["escape", "ctrl+p", "home", "r"]]
+)
+async def test_page_keys_as_the_palette_opens_keep_the_panel(panel, keys: list[str]) -> None:
+    """ctrl+p and a page key (and a letter) in one burst: the palette's list is not laid out
+    yet when the key, or the search the letter starts, reaches it."""
     app = panel("hardware")
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
-        send_burst(app, ["ctrl+p", key])
+        send_burst(app, keys)
         await pilot.pause(0.3)
-        assert_alive(app, f"after ctrl+p {key}")
+        assert_alive(app, f"after {keys}")
         await pilot.press("escape")
         await wait_for(pilot, lambda: len(app.screen_stack) == 1, "the palette to close")
 

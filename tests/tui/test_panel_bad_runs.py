@@ -54,14 +54,15 @@ async def test_jobs_list_keeps_every_run_beside_a_bad_one(runs: Path):
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: screen.polls_rendered)
         table = screen.query_one("#jobs", DataTable)
-        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        # cells by column key: the list has a mark column first and may gain others
+        rows = [[str(table.get_cell(key, col)) for col in ("run", "state")] for key in table.rows]
         assert [r[0] for r in rows] == [INTERRUPTED, STOPPED, FAILED, FINISHED]
         assert [r[1] for r in rows] == ["interrupted", "stopped", "unreadable", "finished"]
         # the list goes on following the runs: a repaired status is read again
         shutil.copy(FIXTURES / FAILED / "status.json", runs / FAILED / "status.json")
         screen.refresh_now()
         await until(pilot, lambda: screen.polls_rendered >= 2)
-        assert str(table.get_row_at(2)[1]) == "failed"
+        assert str(table.get_cell(FAILED, "state")) == "failed"
 
 
 async def test_run_screen_says_a_live_trainer_has_stalled(runs: Path):
@@ -89,5 +90,8 @@ async def test_run_screen_says_a_live_trainer_has_stalled(runs: Path):
         async with ScreenApp(lambda: jobs).run_test(size=(100, 30)) as pilot:
             await until(pilot, lambda: jobs.polls_rendered)
             table = jobs.query_one("#jobs", DataTable)
-            states = {str(table.get_row_at(i)[0]): str(table.get_row_at(i)[1]) for i in range(4)}
+            states = {
+                str(table.get_cell(key, "run")): str(table.get_cell(key, "state"))
+                for key in table.rows
+            }
             assert states[INTERRUPTED] == "stalled"

@@ -24,7 +24,8 @@ from textual.widgets import DataTable, Static
 from engine.train.plan import assumed_machine
 from ploutos_tui.model.runs import RunSnapshot, RunsWatcher, p_text
 from ploutos_tui.screens.jobs import JobsScreen, job_cells
-from ploutos_tui.screens.run import RunHelpScreen, RunScreen
+from ploutos_tui.screens.run import RUN_GLOSSARY, RunHelpScreen, RunScreen
+from ploutos_tui.widgets.curves import CURVES
 from ploutos_tui.widgets.verdict import GLOSSARY, VerdictPanel, verdict_renderable
 from tests.engine.test_view_verdict import RUN_ID, judged_run_events, write_run
 from tests.tui.panel_harness import ScreenApp, until
@@ -55,6 +56,13 @@ def screen_text(app: App) -> str:
     width, height = app.size
     console = Console(width=width, height=height, file=io.StringIO(), record=True)
     console.print(app.screen._compositor.render_update(full=True))
+    return console.export_text()
+
+
+def static_text(widget: Static, width: int = 200) -> str:
+    """All of a Static's content as plain text, scrolled out of view or not."""
+    console = Console(width=width, file=io.StringIO(), record=True)
+    console.print(widget.content)
     return console.export_text()
 
 
@@ -195,12 +203,14 @@ async def test_help_on_the_run_screen_gives_the_meaning_of_every_statistic(tmp_p
         await until(pilot, lambda: run.polls_rendered)
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, RunHelpScreen))
-        help_text = "\n".join(
-            str(widget.render()) for widget in app.screen.query(Static)
-        ) + screen_text(app)
-        for term, meaning in GLOSSARY:
+        help_text = "\n".join(static_text(widget) for widget in app.screen.query(Static))
+        for term, meaning in (*GLOSSARY, *RUN_GLOSSARY):
             assert term in help_text, term
-            assert meaning.split()[0] in help_text
+            assert " ".join(meaning.split()) in " ".join(help_text.split()), term
+        for curve in CURVES:  # each chart: its title, unit and one sentence
+            title = f"{curve.title} ({curve.unit})" if curve.unit else curve.title
+            assert title in help_text
+            assert " ".join(curve.meaning.split()) in " ".join(help_text.split())
         assert "Keys" in help_text
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is run)
@@ -222,7 +232,8 @@ async def test_the_jobs_list_shows_a_short_verdict_per_run(tmp_path: Path):
     async with app.run_test(size=(120, 30)) as pilot:
         await until(pilot, lambda: jobs.polls_rendered)
         table = jobs.query_one("#jobs", DataTable)
-        verdicts = {str(table.get_row_at(i)[0]): str(table.get_row_at(i)[5]) for i in range(3)}
+        # rows are keyed by run id; the verdict read by its column key (the list may gain columns)
+        verdicts = {str(key.value): str(table.get_cell(key, "verdict")) for key in table.rows}
         assert verdicts == {
             "20270102-000000-demo-good": "skill p=0.004",
             "20270101-000000-demo-luck": "no skill p=0.43",
