@@ -717,7 +717,9 @@ def _bench_tui(args: argparse.Namespace) -> int:
     import subprocess
 
     cmd = [sys.executable, "-m", "ploutos_tui.bench", "--seconds", str(args.seconds)]
-    cmd += ["--children", str(args.children)] + (["--json"] if args.json else [])
+    cmd += ["--children", str(args.children), "--units", str(args.units)]
+    cmd += ["--repeat", str(args.repeat)] + (["--screens", args.screens] if args.screens else [])
+    cmd += ["--json"] if args.json else []
     return subprocess.run(cmd, check=False).returncode
 
 
@@ -963,6 +965,11 @@ def build_parser() -> argparse.ArgumentParser:
     btui.add_argument("--json", action="store_true")
     btui.add_argument("--seconds", type=float, default=20.0)
     btui.add_argument("--children", type=int, default=256)
+    btui.add_argument("--units", type=int, default=30, help="running units reporting progress")
+    btui.add_argument("--repeat", type=int, default=1, help="rounds of the screens (medians)")
+    btui.add_argument(
+        "--screens", help="screens measured in turn, comma-separated (default: overview,hardware)"
+    )
     btui.set_defaults(func=_bench_tui)
 
     def training_args(p: argparse.ArgumentParser) -> None:

@@ -39,6 +39,12 @@ HELP_KEYS: tuple[tuple[str, str, str], ...] = (
     ("h", "anywhere", "hardware: per-core CPU, RAM, GPU, threads vs the machine's limits"),
     ("j", "anywhere", "jobs: every run in the runs folder"),
     ("d", "anywhere", "dataset: manifest, check, builds"),
+    (
+        "↑ ↓ / s / t",
+        "hardware",
+        "move over the training processes / cycle their sort column / SIGTERM the unit under "
+        "the cursor (asks first; the unit checkpoints and is recorded stopped)",
+    ),
     ("n", "jobs", "new job: config, profile, ensemble, algorithm; plan shown first"),
     (
         "enter / ctrl+l",

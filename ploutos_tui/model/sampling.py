@@ -86,6 +86,9 @@ class ProcessReading:
     threads: int
     gpu_mem_bytes: int | None = None
     gpu_util_pct: float | None = None
+    # when it started (clock ticks after boot, /proc/<pid>/stat): with the pid, names this
+    # process and no later one that reuses its pid; 0 where unknown
+    start_ticks: int = 0
 
 
 @dataclass(frozen=True)
@@ -370,38 +373,63 @@ class ProcStat(NamedTuple):
     start_ticks: int  # when it started, in clock ticks after boot: tells a reused pid apart
 
 
+def _read_small(path: str) -> bytes | None:
+    """A small ``/proc`` file in one ``read`` (no Python file object: a third of the cost)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def process_stats(proc_root: Path = PROC_ROOT) -> dict[int, ProcStat]:
     """:class:`ProcStat` of every process, from one read of each ``/proc/<pid>/stat``.
 
     One pass over ``/proc`` per sample: walking a 256-process job tree with psutil (which
-    rebuilds the parent map and checks each process's creation time) cost ~70 ms a sample.
+    rebuilds the parent map and checks each process's creation time) cost ~70 ms a sample; the
+    paths are plain strings and each file one ``os.read`` (``pathlib`` and buffered files cost
+    more than the reads themselves).
     """
     table: dict[int, ProcStat] = {}
+    root = os.fspath(proc_root)
     try:
-        entries = os.listdir(proc_root)
+        entries = os.listdir(root)
     except OSError:
         return table
     for name in entries:
         if not name.isdigit():
             continue
-        try:
-            with open(proc_root / name / "stat", "rb") as fh:
-                raw = fh.read()
-        except OSError:
-            continue  # exited while we read
-        # "pid (comm) state ppid ... utime stime ... num_threads ... starttime vsize rss ...":
-        # comm may hold spaces and parentheses; fields[i] is stat field i + 3 (proc(5)).
-        fields = raw[raw.rfind(b")") + 2 :].split()
-        try:
-            ppid, threads = int(fields[1]), int(fields[17])
-        except (IndexError, ValueError):
-            continue
-        try:
-            ticks, start, rss = int(fields[11]) + int(fields[12]), int(fields[19]), int(fields[21])
-        except (IndexError, ValueError):
-            ticks = start = rss = 0  # a short line (a hand-written test table): counts only
-        table[int(name)] = ProcStat(ppid, threads, ticks, rss, start)
+        stat = _parse_stat(_read_small(f"{root}/{name}/stat"))
+        if stat is not None:  # else: exited while we read
+            table[int(name)] = stat
     return table
+
+
+def _parse_stat(raw: bytes | None) -> ProcStat | None:
+    if not raw:
+        return None
+    # "pid (comm) state ppid ... utime stime ... num_threads ... starttime vsize rss ...":
+    # comm may hold spaces and parentheses; fields[i] is stat field i + 3 (proc(5)).
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        ppid, threads = int(fields[1]), int(fields[17])
+    except (IndexError, ValueError):
+        return None
+    try:
+        ticks, start, rss = int(fields[11]) + int(fields[12]), int(fields[19]), int(fields[21])
+    except (IndexError, ValueError):
+        ticks = start = rss = 0  # a short line (a hand-written test table): counts only
+    return ProcStat(ppid, threads, ticks, rss, start)
+
+
+def read_stat(pid: int, proc_root: Path = PROC_ROOT) -> ProcStat | None:
+    """:class:`ProcStat` of one process now; None when it is gone (or unreadable)."""
+    return _parse_stat(_read_small(f"{os.fspath(proc_root)}/{int(pid)}/stat"))
 
 
 def process_table(proc_root: Path = PROC_ROOT) -> dict[int, tuple[int, int]]:
@@ -442,8 +470,17 @@ def job_threads(
     if pid not in table:
         return None
     tree = _tree(pid, _children(table) if children is None else children)
+    return _job_of(run_id, pid, tree, table, read_environ(pid, proc_root))
+
+
+def _job_of(
+    run_id: str,
+    pid: int,
+    tree: Sequence[int],
+    table: Mapping[int, Sequence[int]],
+    env: Mapping[str, str] | None,
+) -> JobThreads:
     processes, threads = len(tree), sum(table[p][1] for p in tree)
-    env = read_environ(pid, proc_root)
     if env is None:
         return JobThreads(run_id, pid, processes, threads, None, {})
     blas = {name: env.get(name) for name in THREAD_VARS}
@@ -523,6 +560,8 @@ class HardwareSampler:
         self._page = _page_size()
         self._prev_cpu: dict[int, tuple[int, int]] = {}  # pid: (start_ticks, cpu_ticks)
         self._prev_cpu_at: float | None = None
+        # job pid: (its start ticks, the environment it was started with), read once per job
+        self._environ: dict[int, tuple[int, dict[str, str] | None]] = {}
         self._last: HardwareSnapshot | None = None
         self._last_at: float | None = None
 
@@ -543,23 +582,31 @@ class HardwareSampler:
         on_gpu = gpu_by_pid(gpus)
         found, procs = [], []
         cpu_now: dict[int, tuple[int, int]] = {}
+        environ: dict[int, tuple[int, dict[str, str] | None]] = {}
         for run_id, pid in sorted(live.items()):
             try:
-                job = job_threads(
-                    str(run_id), int(pid), self.proc_root, table=table, children=children
-                )
-            except (psutil.Error, OSError, ValueError):
-                job = None
-            if job is None:
+                pid = int(pid)
+            except (TypeError, ValueError):
                 continue
+            st_root = table.get(pid)
+            if st_root is None:
+                continue
+            # a job's environment is the one it was started with: read once per process
+            known = self._environ.get(pid)
+            if known is None or known[0] != st_root.start_ticks:
+                known = (st_root.start_ticks, read_environ(pid, self.proc_root))
+            environ[pid] = known
+            tree = sorted(_tree(pid, children))
+            job = _job_of(str(run_id), pid, tree, table, known[1])
             found.append(job)
-            for member in sorted(_tree(job.pid, children)):
+            tick_s, page = self._tick_s, self._page
+            for member in tree:
                 st = table[member]
                 cpu_now[member] = (st.start_ticks, st.cpu_ticks)
                 before = self._prev_cpu.get(member)
                 cpu = None
                 if elapsed is not None and elapsed > 0 and before and before[0] == st.start_ticks:
-                    used = max(0, st.cpu_ticks - before[1]) * self._tick_s
+                    used = max(0, st.cpu_ticks - before[1]) * tick_s
                     cpu = round(100.0 * used / elapsed, 1)
                 mem, util = on_gpu.get(member, (None, None))
                 procs.append(
@@ -568,13 +615,15 @@ class HardwareSampler:
                         st.ppid,
                         job.run_id,
                         cpu,
-                        st.rss_pages * self._page,
+                        st.rss_pages * page,
                         st.threads,
                         mem,
                         util,
+                        st.start_ticks,
                     )
                 )
         self._prev_cpu, self._prev_cpu_at = cpu_now, now
+        self._environ = environ
         return tuple(found), tuple(procs)
 
     def sample(self) -> HardwareSnapshot:

@@ -1,4 +1,7 @@
-"""One GPU's card on the hardware screen: utilisation and memory with history, temperature, power."""
+"""One GPU on the hardware screen: utilisation and memory with their history, temperature, power.
+
+:class:`GpuHistory` (two history graphs side by side, as tall as the screen gives them) is what
+the hardware screen shows; :class:`GpuCard` (one-line sparklines) is the older, compact form."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from textual.widgets import Sparkline, Static
 
 from engine.api import GpuReading
 from ploutos_tui.widgets.heatmap import BLOCKS, load_style
+from ploutos_tui.widgets.history import HistoryGraph
 
 GiB = 1024**3
 HOT_C = 83.0  # an RTX 3090 starts to throttle around here
@@ -146,3 +150,70 @@ class GpuCard(Vertical):
         extra = self.query_one(".gpu-extra", Static)
         extra.update(Text("  ".join(parts)))
         extra.set_class(gpu.temp_c is not None and gpu.temp_c >= HOT_C, "-hot")
+
+
+def util_label(gpu: GpuReading, short: bool = False) -> Text:
+    """``GPU0 NVIDIA H200  util  95%  78 °C  330/350 W`` (the temperature red when hot; without
+    the name when ``short``)."""
+    text = Text(f"GPU{gpu.index}" if short else f"GPU{gpu.index} {gpu.name}", style="bold")
+    text.append(" util " if short else "  util ")
+    text.append(f"{gpu.util_pct:3.0f}%", load_style(int(round(gpu.util_pct / 5) * 5)))
+    if gpu.temp_c is None:
+        text.append("  temp ?")
+    else:
+        text.append(f"  {gpu.temp_c:.0f} °C", "bold red" if gpu.temp_c >= HOT_C else "")
+    if gpu.power_w is None:
+        text.append("  power ?")
+    elif gpu.power_limit_w:
+        text.append(f"  {gpu.power_w:.0f}/{gpu.power_limit_w:.0f} W")
+    else:
+        text.append(f"  {gpu.power_w:.0f} W")
+    return text
+
+
+def mem_label(gpu: GpuReading) -> Text:
+    """``GPU0 mem 22.1/24.0 GiB  92%``."""
+    text = Text(f"GPU{gpu.index} ", style="bold")
+    text.append("mem ")
+    style = load_style(int(round(gpu.mem_pct / 5) * 5))
+    text.append(f"{_gib(gpu.mem_used_bytes)}/{_gib(gpu.mem_total_bytes)} GiB", style)
+    text.append(f"  {gpu.mem_pct:.0f}%", style)
+    return text
+
+
+class GpuHistory(Horizontal):
+    """One GPU as two history graphs side by side: utilisation (with temperature and power in
+    its label) and memory; ``rows`` graph rows each (0: one line, label and sparkline)."""
+
+    DEFAULT_CSS = """
+    GpuHistory {
+        height: 1;
+    }
+    GpuHistory > HistoryGraph {
+        width: 1fr;
+        height: 100%;
+    }
+    GpuHistory > .gpu-util-graph {
+        margin-right: 2;
+    }
+    """
+
+    def __init__(self, index: int, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.index = index
+        self.rows = 0
+
+    def compose(self) -> ComposeResult:
+        yield HistoryGraph(classes="gpu-util-graph")
+        yield HistoryGraph(classes="gpu-mem-graph")
+
+    def set_rows(self, rows: int) -> None:
+        """Graph rows under each label (0: label and sparkline on one line)."""
+        self.rows = rows
+        self.styles.height = 1 + rows if rows else 1
+
+    def show(
+        self, gpu: GpuReading, util: Sequence[float], mem: Sequence[float], short: bool = False
+    ) -> None:
+        self.query_one(".gpu-util-graph", HistoryGraph).show(util_label(gpu, short), util)
+        self.query_one(".gpu-mem-graph", HistoryGraph).show(mem_label(gpu), mem)

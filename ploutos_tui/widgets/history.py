@@ -77,8 +77,8 @@ class HistoryGraph(LinesWidget):
     }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
         self.label = Text()
         self.history: tuple[float, ...] = ()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -10,13 +11,15 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from textual.app import App
-from textual.widgets import ProgressBar, Sparkline, Static
+from textual.widgets import ProgressBar, Static
 
+from engine.system.gpus import GpuProcess, GpuReading
 from ploutos_tui.model.runs import RunsWatcher
 from ploutos_tui.model.sampling import HardwareSnapshot, RecordedSampler, load_snapshots
 from ploutos_tui.screens.hardware import HardwareScreen, process_rows
-from ploutos_tui.widgets.gpu import GpuCard
+from ploutos_tui.widgets.gpu import GpuHistory
 from ploutos_tui.widgets.heatmap import CoreHeatmap, plan_layout, render_heatmap
+from ploutos_tui.widgets.history import HistoryGraph
 from tests.tui.live_run import HOST, LIVE, live_run, workers_snapshot
 from tests.tui.test_run_verdict import screen_text
 
@@ -148,13 +151,14 @@ async def test_256_cores_are_one_widget_with_the_3090():
         assert len(list(screen.walk_children())) < 60  # not a widget per core
         assert screen.latest is screen.snapshot
         assert screen.latest is not None and len(screen.latest.per_core_pct) == 256
-        (card,) = screen.query(GpuCard)
-        assert "RTX 3090" in text_of(card.query_one(".gpu-title", Static))
-        assert "22.1/24.0 GiB" in text_of(card.query_one(".gpu-mem", Static))
-        assert "78 °C  330/350 W" in text_of(card.query_one(".gpu-extra", Static))
+        (card,) = screen.query(GpuHistory)
+        util_graph = card.query_one(".gpu-util-graph", HistoryGraph)
+        mem_graph = card.query_one(".gpu-mem-graph", HistoryGraph)
+        assert "GPU0 util  95%  78 °C  330/350 W" in util_graph.label.plain  # 80 wide: no name
+        assert "mem 22.1/24.0 GiB" in mem_graph.label.plain
         util, mem = screen.gpu_history(0)
         assert util == (95.0, 93.0, 97.0, 95.0) and len(mem) == 4
-        assert card.query_one(".gpu-util-history", Sparkline).data == list(util)
+        assert util_graph.history == util and mem_graph.history == mem
         assert not screen.query_one("#hw-no-gpu").display
         jobs = text_of(screen.query_one("#hw-jobs", Static))
         assert "BLAS sanitized ✓" in jobs and "NOT sanitized (OMP_NUM_THREADS=unset" in jobs
@@ -168,9 +172,9 @@ async def test_no_gpu_panel_and_no_warning_on_a_small_box():
         no_gpu = screen.query_one("#hw-no-gpu", Static)
         assert no_gpu.display
         assert text_of(no_gpu).startswith("no GPU: no NVIDIA GPU / driver")
-        assert len(screen.query(GpuCard)) == 0
+        assert len(screen.query(GpuHistory)) == 0
         assert not screen.query_one("#hw-threads").has_class("-warning")
-        assert "2 usable of 2" in text_of(screen.query_one("#hw-cpu-text", Static))
+        assert "2/2 usable" in screen.query_one("#hw-cpu-graph", HistoryGraph).label.plain
         assert "no running jobs" in text_of(screen.query_one("#hw-jobs", Static))
 
 
@@ -182,8 +186,8 @@ async def test_threads_near_pids_max_turn_to_warning():
         assert screen.query_one("#hw-thread-total").has_class("-warning")
         total = text_of(screen.query_one("#hw-thread-total", Static))
         assert "of 4,096" in total and "cgroup pids.max" in total and "(97%)" in total
-        cpu = text_of(screen.query_one("#hw-cpu-text", Static))
-        assert "32 usable of 64 (cgroup cpu.max 32)" in cpu
+        cpu = screen.query_one("#hw-cpu-graph", HistoryGraph).label.plain
+        assert "32/64 usable (cpu.max 32)" in cpu  # 80 wide: the short form
 
 
 async def test_screen_survives_resizing_and_gpus_appearing():
@@ -193,12 +197,15 @@ async def test_screen_survives_resizing_and_gpus_appearing():
     app = HardwareApp(RecordedSampler(snaps))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await show_all_recorded(pilot)
-        assert len(screen.query(GpuCard)) == 1
+        assert len(screen.query(GpuHistory)) == 1
         heatmap = screen.query_one(CoreHeatmap)
-        assert heatmap.max_rows == 4
+        assert heatmap.max_rows == 2
+        graph = screen.query_one("#hw-cpu-graph", HistoryGraph)
+        short = graph.size.height
         await pilot.resize_terminal(200, 50)
         await pilot.pause()
-        assert heatmap.max_rows > 4  # tall: room for numbers
+        assert heatmap.max_rows == 4  # tall: more rows for the cores
+        assert graph.size.height > short + 5  # and the graphs grow into the height
         await pilot.resize_terminal(40, 12)
         await pilot.pause()
         await pilot.resize_terminal(80, 24)
@@ -333,8 +340,9 @@ class WorkersApp(App[None]):
 
 def process_table_text(screen: HardwareScreen) -> list[list[str]]:
     """The training processes table as shown: its lines (after the header) split into cells."""
-    lines = text_of(screen.query_one("#hw-procs-table", Static)).splitlines()
-    assert lines[0].split() == ["pid", "unit", "CPU", "%", "RSS", "threads", "GPU", "mem", "run"]
+    table = screen.table
+    lines = [line.plain for line in table.build(table.size.width, len(table.rows) + 1)]
+    assert lines[0].split()[:3] == ["pid", "unit▲", "CPU"]
     rows = []
     for line in lines[1:]:
         cells = re.split(r"\s{2,}", line.strip())
@@ -369,7 +377,7 @@ async def test_the_training_processes_table_names_each_worker_by_its_unit(tmp_pa
             assert screen.units == {4242: "0/0", 4444: "1/1"}  # 4343 runs on another machine
             assert screen.query_one("#hw-procs").display
             assert process_table_text(screen) == WORKER_ROWS
-            line = "    4242  0/0           97%    1.2 GiB        9    1.1 GiB  " + LIVE
+            line = "    4242  0/0           97%    1.2 GiB         9    1.1 GiB  " + LIVE
             assert line in screen_text(app)
 
 
@@ -433,3 +441,389 @@ async def test_the_table_follows_the_samples_and_the_events_are_read_when_the_tr
     assert rows[1][:3] == ["4242", "0/0", "50%"]  # the changed reading, redrawn
     assert rows[2][:5] == ["4444", "1/1", "12%", "1.0 GiB", "7"]
     assert rows[3][1] == "+3 other"
+
+
+# --------------------------------------------------------------------------- machines with workers
+
+from dataclasses import replace  # noqa: E402
+
+from ploutos_tui.model.sampling import JobThreads, ProcessReading  # noqa: E402
+from ploutos_tui.screens.hardware import (  # noqa: E402
+    SORTS,
+    TerminateModal,
+    signal_worker,
+    table_rows,
+)
+from tests.tui.test_overview import HOST as OV_HOST  # noqa: E402
+from tests.tui.test_overview import LIVE_RUN as OV_RUN  # noqa: E402
+from tests.tui.test_overview import live_run as overview_live_run  # noqa: E402
+from tests.tui.test_overview import watcher_of  # noqa: E402
+
+GiB = 1024**3
+OV_TRAINER = 5000
+# the overview's live run: units 0/4, 0/5, 1/0, 1/1 and 1/3 run on OV_HOST as these pids
+OV_WORKERS = {5104: "0/4", 5105: "0/5", 5110: "1/0", 5111: "1/1", 5113: "1/3"}
+HW_HISTORY = 100  # samples replayed: the graphs of a 200-column screen fill up
+
+
+def _wave(k: int, base: float, swing: float) -> float:
+    step = k % 12
+    return max(0.0, min(100.0, base + swing * (abs(step - 6) - 3) / 3))
+
+
+def _gpus(k: int, count: int) -> tuple[GpuReading, ...]:
+    out = []
+    for i in range(count):
+        procs = tuple(
+            GpuProcess(pid, int((1.0 + 0.25 * n) * GiB), 20.0)
+            for n, pid in enumerate(OV_WORKERS)
+            if n % count == i
+        )
+        util = 0.0 if i == 3 else _wave(k + 3 * i, 80.0, 15.0)
+        out.append(
+            GpuReading(
+                i,
+                "NVIDIA H200",
+                util,
+                int((30 + 10 * i) * GiB),
+                141 * GiB,
+                55.0 + i,
+                350.0,
+                700.0,
+                procs,
+            )
+        )
+    return tuple(out)
+
+
+def _processes(k: int, gpus: tuple[GpuReading, ...]) -> tuple[ProcessReading, ...]:
+    on_gpu = {p.pid: p.mem_used_bytes for g in gpus for p in g.processes}
+    procs = [
+        ProcessReading(OV_TRAINER, 1, OV_RUN, 4.0, 610 << 20, 12, None, None, 900),
+        ProcessReading(5001, OV_TRAINER, OV_RUN, 0.0, 180 << 20, 1, None, None, 901),
+        ProcessReading(5112, 5001, OV_RUN, 0.0, 300 << 20, 3, None, None, 902),  # failed unit
+    ]
+    for n, (pid, _unit) in enumerate(OV_WORKERS.items()):
+        procs.append(
+            ProcessReading(
+                pid,
+                5001,
+                OV_RUN,
+                _wave(k + n, 60.0 + 8 * n, 20.0),
+                (900 + 150 * n) << 20,
+                9 + n,
+                on_gpu.get(pid),
+                None,
+                1000 + n,
+            )
+        )
+    return tuple(procs)
+
+
+def machine_series(name: str, gpus: int, n: int = HW_HISTORY) -> list[HardwareSnapshot]:
+    """``n`` snapshots of a recorded machine with moving loads, ``gpus`` H200s (the fourth
+    idle) and the overview's live run's trainer, forkserver and five workers as processes."""
+    base = load_snapshots(FIXTURES / f"hardware_{name}.json")[-1]
+    job = JobThreads(OV_RUN, OV_TRAINER, 8, 76, True, {})
+    out = []
+    for k in range(n):
+        cores = tuple(_wave(k + i, v, 10.0) for i, v in enumerate(base.per_core_pct))
+        readings = _gpus(k, gpus)
+        out.append(
+            replace(
+                base,
+                ts=base.ts + k,
+                per_core_pct=cores,
+                cpu_total_pct=sum(cores) / len(cores),
+                mem_used_bytes=int(base.mem_used_bytes * (0.9 + 0.01 * (k % 10))),
+                gpus=readings,
+                gpu_note=base.gpu_note if not gpus else "",
+                jobs=(job,),
+                processes=_processes(k, readings),
+            )
+        )
+    return out
+
+
+MACHINES = {
+    "2cores_0gpu": ("2cores_nogpu", 0),
+    "16cores_1gpu": ("16cores", 1),
+    "256cores_4gpu": ("256cores_3090", 4),
+}
+SIZES = {"80x24": (80, 24), "200x50": (200, 50)}
+
+
+class MachineApp(App[None]):
+    TITLE = "Ploutos"
+
+    def __init__(self, sampler, watcher, **kwargs) -> None:
+        super().__init__()
+        self.sampler = sampler
+        self.watcher = watcher
+        self.kwargs = kwargs
+
+    def on_mount(self) -> None:
+        self.push_screen(
+            HardwareScreen(
+                self.sampler, 3600.0, watcher=self.watcher, hostname=OV_HOST, **self.kwargs
+            )
+        )
+
+
+def machine_app(machine: str, root: Path, **kwargs) -> MachineApp:
+    name, gpus = MACHINES[machine]
+    return MachineApp(RecordedSampler(machine_series(name, gpus)), watcher_of(root), **kwargs)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("machine", MACHINES)
+def test_snapshot_machine_with_workers(snap_compare, tmp_path, machine, size):
+    with overview_live_run(tmp_path / "runs"):
+        app = machine_app(machine, tmp_path / "runs")
+        assert snap_compare(app, terminal_size=SIZES[size], run_before=show_all_recorded)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("machine", MACHINES)
+async def test_the_screen_fits_every_machine_and_names_every_worker(tmp_path, machine, size):
+    with overview_live_run(tmp_path / "runs"):
+        app = machine_app(machine, tmp_path / "runs")
+        async with app.run_test(size=SIZES[size]) as pilot:
+            screen = await show_all_recorded(pilot)
+            text = screen_text(app)
+            lines = text.splitlines()
+            width, height = SIZES[size]
+            assert len(lines) == height and all(len(line) <= width for line in lines)
+            assert screen.units == OV_WORKERS
+            rows = screen.table.rows
+            assert [r.unit for r in rows if r.worker] == list(OV_WORKERS.values())
+            assert rows[0].trainer and rows[-1].pid is None  # "+2 other" last
+            shown = min(len(rows), screen.table.size.height - 1)
+            assert shown >= 3  # even at 80x24 the table keeps rows
+            gpus = MACHINES[machine][1]
+            assert len(screen.query(GpuHistory)) == gpus
+            graph = screen.query_one("#hw-cpu-graph", HistoryGraph)
+            if size == "200x50":  # the graphs take the height the rest leaves
+                assert graph.size.height >= (4 if gpus == 4 else 8)
+                assert "1/3" in text and "GPU mem" in text
+            assert lines[-2].startswith("╰")  # the boxes reach down to the footer: no gap
+
+
+def test_rows_sort_by_each_column_with_the_trainer_first_in_unit_order():
+    snap = machine_series("16cores", 1, 3)[-1]
+    by_unit = table_rows(snap, OV_WORKERS, 0)
+    assert [r.cells[1] for r in by_unit] == [
+        "trainer",
+        "0/4",
+        "0/5",
+        "1/0",
+        "1/1",
+        "1/3",
+        "+2 other",
+    ]
+    names = [name for name, *_ in SORTS]
+    cpu = table_rows(snap, OV_WORKERS, names.index("CPU %"))
+    named = [r for r in cpu if r.pid is not None]
+    assert [r.cpu_pct for r in named] == sorted((r.cpu_pct for r in named), reverse=True)
+    assert cpu[-1].pid is None  # the summed row stays last
+    pid = table_rows(snap, OV_WORKERS, names.index("pid"))
+    assert [r.pid for r in pid[:-1]] == sorted(r.pid for r in pid[:-1])
+
+
+async def test_s_cycles_the_sort_column_shown_in_the_header_and_the_cursor_follows_its_row(
+    tmp_path,
+):
+    with overview_live_run(tmp_path / "runs"):
+        app = machine_app("16cores_1gpu", tmp_path / "runs")
+        async with app.run_test(size=(200, 50)) as pilot:
+            screen = await show_all_recorded(pilot)
+            table = screen.table
+            await pilot.press("down", "down")  # on 0/5
+            assert table.current.unit == "0/5"
+            header = table.build(table.size.width, 2)[0].plain
+            assert "unit▲" in header and "sorted by unit (s)" in table.border_subtitle
+            seen = []
+            for _ in SORTS:
+                await pilot.press("s")
+                seen.append(SORTS[screen.sort][0])
+                header = table.build(table.size.width, 2)[0].plain
+                mark = "▼" if SORTS[screen.sort][3] else "▲"
+                assert SORTS[screen.sort][0] + mark in header
+                assert table.current.unit == "0/5"  # the cursor stays on its process
+            assert seen == ["CPU %", "RSS", "GPU mem", "threads", "pid", "unit"]
+            await pilot.press("s")  # by CPU %: the busiest worker first, under the cursor too
+            order = [r.cpu_pct for r in table.rows if r.pid is not None]
+            assert order == sorted(order, reverse=True)
+
+
+SLEEPER = "import time\nwhile True: time.sleep(1)\n"
+
+
+def _real_worker_snapshot(trainer: int, worker: int) -> HardwareSnapshot:
+    """A snapshot whose live run's trainer is ``trainer`` and whose unit 0/0 runs as ``worker``."""
+    from ploutos_tui.model.sampling import read_stat
+
+    base = load_snapshots(FIXTURES / "hardware_16cores.json")[-1]
+    st = read_stat(worker)
+    assert st is not None
+    procs = (
+        ProcessReading(trainer, 1, LIVE, 1.0, 100 << 20, 3, None, None, 0),
+        ProcessReading(worker, trainer, LIVE, 50.0, 50 << 20, 1, None, None, st.start_ticks),
+    )
+    return replace(base, jobs=(JobThreads(LIVE, trainer, 2, 4, True, {}),), processes=procs)
+
+
+class FakeLiveRuns:
+    """A runs watcher of one live run whose trainer is this test process and whose unit 0/0 is
+    ``worker`` (a real child process)."""
+
+    def __init__(self, worker: int, live: bool = True) -> None:
+        self.worker = worker
+        self.live = live
+        self.job_pid_calls = 0
+
+    def poll_run(self, run_id):
+        from types import SimpleNamespace
+
+        member = SimpleNamespace(fold=0, member=0, local_pid=lambda host: self.worker)
+        return SimpleNamespace(members=[member])
+
+    def job_pids(self):
+        self.job_pid_calls += 1
+        return {LIVE: os.getpid()} if self.live else {}
+
+
+def _sleeper():
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", SLEEPER])
+
+
+async def _cursor_on_worker(pilot, screen: HardwareScreen) -> None:
+    await wait_for(pilot, lambda: screen.samples_shown >= 1 and len(screen.table.rows) == 2)
+    await pilot.press("down")
+    assert screen.table.current.unit == "0/0"
+
+
+async def test_t_asks_first_and_only_y_sends_sigterm_to_the_worker():
+    import signal as signal_mod
+
+    child = _sleeper()
+    try:
+        snap = _real_worker_snapshot(os.getpid(), child.pid)
+        watcher = FakeLiveRuns(child.pid)
+        sent = []
+
+        def kill(pid, sig):
+            sent.append((pid, sig))
+            os.kill(pid, sig)
+
+        app = MachineApp(RecordedSampler([snap]), watcher, kill=kill)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: hardware_screen(app) is not None)
+            screen = hardware_screen(app)
+            await _cursor_on_worker(pilot, screen)
+            await pilot.press("t")
+            await wait_for(pilot, lambda: isinstance(app.screen, TerminateModal))
+            text = str(app.screen.query_one("#hw-term", Static).render())
+            assert f"SIGTERM to pid {child.pid}" in text and "unit 0/0" in text
+            assert "checkpoint" in text and "member_stopped" in text
+            assert sent == [] and child.poll() is None  # nothing before the answer
+            await pilot.press("y")
+            await wait_for(pilot, lambda: not isinstance(app.screen, TerminateModal))
+            await wait_for(pilot, lambda: bool(screen.last_signal))
+            assert sent == [(child.pid, signal_mod.SIGTERM)]
+            assert watcher.job_pid_calls == 1  # the live runs were read again at confirm time
+            assert child.wait(10) == -signal_mod.SIGTERM
+            assert screen.last_signal.startswith(f"SIGTERM sent to pid {child.pid}")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+@pytest.mark.parametrize("key", ["n", "escape"])
+async def test_cancel_sends_nothing(key):
+    child = _sleeper()
+    try:
+        snap = _real_worker_snapshot(os.getpid(), child.pid)
+        sent = []
+        app = MachineApp(
+            RecordedSampler([snap]), FakeLiveRuns(child.pid), kill=lambda p, s: sent.append(p)
+        )
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: hardware_screen(app) is not None)
+            screen = hardware_screen(app)
+            await _cursor_on_worker(pilot, screen)
+            await pilot.press("t")
+            await wait_for(pilot, lambda: isinstance(app.screen, TerminateModal))
+            await pilot.press(key)
+            await wait_for(pilot, lambda: app.screen is screen)
+            await pilot.pause()
+            assert sent == [] and child.poll() is None and screen.last_signal == ""
+    finally:
+        child.kill()
+        child.wait()
+
+
+async def test_a_worker_gone_before_the_confirmation_is_one_line_and_nothing_is_sent():
+    child = _sleeper()
+    snap = _real_worker_snapshot(os.getpid(), child.pid)
+    sent = []
+    app = MachineApp(
+        RecordedSampler([snap]), FakeLiveRuns(child.pid), kill=lambda p, s: sent.append(p)
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: hardware_screen(app) is not None)
+        screen = hardware_screen(app)
+        await _cursor_on_worker(pilot, screen)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, TerminateModal))
+        child.kill()
+        child.wait()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: bool(screen.last_signal))
+        assert sent == []
+        assert screen.last_signal == f"pid {child.pid} is gone (unit 0/0 ended): nothing sent"
+
+
+def test_signal_worker_checks_the_run_the_tree_and_the_process_identity():
+    child = _sleeper()
+    try:
+        snap = _real_worker_snapshot(os.getpid(), child.pid)
+        (row,) = [r for r in table_rows(snap, {child.pid: "0/0"}) if r.worker]
+        sent = []
+
+        def kill(pid, sig):
+            sent.append(pid)
+
+        ok, line = signal_worker(row, {}, kill=kill)  # the run is no longer live
+        assert not ok and "no longer live" in line
+        ok, line = signal_worker(row, {LIVE: 4_000_000}, kill=kill)  # not that trainer's tree
+        assert not ok and "no longer a worker" in line
+        reused = replace(row, start_ticks=row.start_ticks + 1)  # the pid is another process now
+        ok, line = signal_worker(reused, {LIVE: os.getpid()}, kill=kill)
+        assert not ok and "another process" in line
+        (trainer,) = [r for r in table_rows(snap, {child.pid: "0/0"}) if r.trainer]
+        ok, line = signal_worker(trainer, {LIVE: os.getpid()}, kill=kill)
+        assert not ok and "only a unit's worker" in line
+        assert sent == []
+        ok, line = signal_worker(row, {LIVE: os.getpid()}, kill=kill)
+        assert ok and sent == [child.pid]
+    finally:
+        child.kill()
+        child.wait()
+
+
+async def test_t_on_the_trainer_row_asks_nothing_and_says_why(tmp_path):
+    with overview_live_run(tmp_path / "runs"):
+        sent = []
+        app = machine_app("2cores_0gpu", tmp_path / "runs", kill=lambda p, s: sent.append(p))
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await show_all_recorded(pilot)
+            assert screen.table.current.trainer
+            await pilot.press("t")
+            await pilot.pause()
+            assert not isinstance(app.screen, TerminateModal) and sent == []
+            assert "trainer" in screen.last_signal

@@ -64,7 +64,7 @@ def test_panel_runs_in_tmux_and_answers_keys(session, tmp_path, demo_dataset, si
     assert all(len(line) <= cols for line in text.splitlines())
     assert len(text.splitlines()) == rows
     tmux("send-keys", "-t", session, "h")
-    wait_for_text(session, "Ploutos — hardware", "usable of")
+    wait_for_text(session, "Ploutos — hardware", "usable")
     tmux("send-keys", "-t", session, "j")
     wait_for_text(session, f"Runs in {runs}", "run id")
     tmux("send-keys", "-t", session, "d")
