@@ -43,14 +43,15 @@ def binned(loads: Sequence[float], group: int) -> list[float]:
 
 
 def legend(loads: Sequence[float], width: int, group: int = 1) -> Text:
-    """``256 cores (2 a cell)  avg 87%  max 100%  ≥80%: 200  <10%: 3`` and the colour scale."""
+    """``256 cores (2 a cell)  avg 87%  max 100%  busy ≥80%: 200  idle <10%: 3`` and the colour
+    scale (cores at least 80 % busy, and under 10 %)."""
     n = len(loads)
     parts = [f"{n} cores" + (f" ({group} a cell)" if group > 1 else "")]
     parts += [
         f"avg {sum(loads) / n:.0f}%",
         f"max {max(loads):.0f}%",
-        f"≥{BUSY_PCT:.0f}%: {sum(1 for v in loads if v >= BUSY_PCT)}",
-        f"<{IDLE_PCT:.0f}%: {sum(1 for v in loads if v < IDLE_PCT)}",
+        f"busy ≥{BUSY_PCT:.0f}%: {sum(1 for v in loads if v >= BUSY_PCT)}",
+        f"idle <{IDLE_PCT:.0f}%: {sum(1 for v in loads if v < IDLE_PCT)}",
     ]
     shown = ""
     for part in parts:

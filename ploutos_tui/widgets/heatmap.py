@@ -155,8 +155,8 @@ def _legend(loads: Sequence[float], width: int) -> Text:
         f"{n} cores",
         f"avg {avg:.0f}%",
         f"max {max(loads):.0f}%",
-        f"≥{BUSY_PCT:.0f}%: {busy}",
-        f"<{IDLE_PCT:.0f}%: {idle}",
+        f"busy ≥{BUSY_PCT:.0f}%: {busy}",
+        f"idle <{IDLE_PCT:.0f}%: {idle}",
     ]
     legend = Text()
     for part in parts:

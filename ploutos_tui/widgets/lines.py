@@ -12,6 +12,7 @@ once (Rich's own ``Text.render``) and keeps it until that line changes or the si
 from __future__ import annotations
 
 from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.geometry import Region, Size
 from textual.strip import Strip
@@ -28,6 +29,9 @@ class LinesWidget(Widget):
         self._lines: list[Text] = []
         self._strips: dict[int, Strip] = {}
         self._built_size: Size | None = None
+        # the widget's base style, looked up once per change of the lines rather than once per
+        # line (Textual walks every ancestor for it)
+        self._base: Style | None = None
 
     def build(self, width: int, height: int) -> list[Text]:
         """The lines to show at ``width`` x ``height`` (subclasses)."""
@@ -42,6 +46,7 @@ class LinesWidget(Widget):
             self._built_size = None  # all of it, at the next render_line
             self.refresh()
             return
+        self._base = None
         old, new = self._lines, self._fresh_lines()
         kept = {}
         for y in range(max(len(old), len(new))):
@@ -59,11 +64,17 @@ class LinesWidget(Widget):
     def _build(self) -> None:
         self._lines = self._fresh_lines()
         self._strips = {}
+        self._base = None
         self._built_size = self.size
 
     def on_resize(self) -> None:
         self._built_size = None  # built again at the next render_line
+        self._base = None
         self.refresh()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._base = None
 
     def render_line(self, y: int) -> Strip:
         if self._built_size != self.size:
@@ -71,7 +82,9 @@ class LinesWidget(Widget):
         strip = self._strips.get(y)
         if strip is None:
             width = self.size.width
-            base = self.rich_style
+            base = self._base
+            if base is None:
+                base = self._base = self.rich_style
             if y < len(self._lines):
                 line = self._lines[y]
                 segments = list(line.render(self.app.console))

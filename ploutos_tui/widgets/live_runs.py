@@ -330,6 +330,9 @@ def _lines(runs: Sequence[RunSnapshot], width: int, height: int, fill: bool = Tr
             rows = -(-len(units) // columns)
         if rows <= 0 or not units:
             continue
+        if not fill:  # only counted (runs_needed): the lines' text is never looked at
+            out.extend(Text() for _ in range(1 + rows))
+            continue
         capacity = rows * columns
         # when they do not all fit, the last row says how many more
         shown = units if len(units) <= capacity else units[: (rows - 1) * columns]
