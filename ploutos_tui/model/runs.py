@@ -274,6 +274,16 @@ class RunSnapshot:
         return scopes[0] if scopes else None
 
 
+def format_steps(n: float) -> str:
+    """Timesteps, short: ``4,096``, ``250k``, ``12.5M``, ``1.2G``."""
+    n = int(n)
+    if n < 100_000:
+        return f"{n:,}"
+    if n < 1_000_000:
+        return f"{n / 1000:.0f}k"
+    return f"{n / 1e6:.1f}M" if n < 1e9 else f"{n / 1e9:.1f}G"
+
+
 def format_duration(seconds: float | None) -> str:
     """``42s``, ``3m05s``, ``1h02m``, ``2d03h``; an em dash when unknown."""
     if seconds is None or seconds != seconds or seconds < 0:

@@ -25,6 +25,7 @@ from textual.widgets import DataTable, Footer, Label, Log, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
 from ploutos_tui.model.runs import MemberRow, RunSnapshot, RunsWatcher, format_duration
+from ploutos_tui.model.runs import format_steps as steps
 from ploutos_tui.model.sampling import HardwareSnapshot, ProcessReading, recent_sample
 from ploutos_tui.screens.base import PollingScreen
 from ploutos_tui.screens.modal import PanelModal
@@ -83,15 +84,6 @@ def scope_name(scope: str) -> str:
     if head == "fold" and digits.isdigit():
         return f"fold {int(digits)}"
     return scope.replace("_", " ")
-
-
-def steps(n: int) -> str:
-    """Timesteps, short: ``4,096``, ``250k``, ``12.5M``."""
-    if n < 100_000:
-        return f"{n:,}"
-    if n < 1_000_000:
-        return f"{n / 1000:.0f}k"
-    return f"{n / 1e6:.1f}M" if n < 1e9 else f"{n / 1e9:.1f}G"
 
 
 def share(value: Any, digits: int = 0) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
-from ploutos_tui.model.runs import MemberCurves, MemberRow
+from ploutos_tui.model.runs import MemberCurves, MemberRow, format_steps
 from ploutos_tui.widgets.lines import LinesWidget
 
 
@@ -118,16 +118,6 @@ def value_text(value: float | None, fmt: str) -> str:
     if fmt == "%":
         return f"{value * 100:.1f}%"
     return format(value, fmt)
-
-
-def steps_text(n: float) -> str:
-    """Timesteps on an axis, short: ``0``, ``4,096``, ``250k``, ``12.5M``."""
-    n = int(n)
-    if n < 100_000:
-        return f"{n:,}"
-    if n < 1_000_000:
-        return f"{n / 1000:.0f}k"
-    return f"{n / 1e6:.1f}M"
 
 
 def _span(
@@ -262,7 +252,7 @@ def chart_lines(
         if run:
             line.append("".join(run), run_style or None)
         out.append(line)
-    left, right = steps_text(x_lo), steps_text(x_hi)
+    left, right = format_steps(x_lo), format_steps(x_hi)
     axis = " " * (label_w + 1) + left
     room = width - len(axis) - len(right)
     axis += ("timesteps".center(room) if room >= 11 else " " * max(0, room)) + right

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from rich.text import Text
 
 from ploutos_tui.model.runs import MemberRow, RunSnapshot, format_duration
+from ploutos_tui.model.runs import format_steps as steps
 from ploutos_tui.widgets.lines import LinesWidget
 from ploutos_tui.widgets.verdict import verdict_headline
 
@@ -39,15 +40,6 @@ PHASES = (
     ("checkpoint", "checkpoint", "ckpt"),
     ("waiting", "waiting", "wait"),
 )
-
-
-def steps(n: int) -> str:
-    """Timesteps, short: ``4,096``, ``250k``, ``12.5M``."""
-    if n < 100_000:
-        return f"{n:,}"
-    if n < 1_000_000:
-        return f"{n / 1000:.0f}k"
-    return f"{n / 1e6:.1f}M" if n < 1e9 else f"{n / 1e9:.1f}G"
 
 
 def bar(fraction: float, width: int, style: str) -> Text:
